@@ -1,0 +1,104 @@
+"""PNG figures of training curves and image grids (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from training.metrics_log import read_metrics  # noqa: E402
+
+
+def plot_curves(
+    records: Sequence[dict[str, Any]] | str | os.PathLike,
+    path: str | os.PathLike,
+    *,
+    metrics: Sequence[str] = ("loss",),
+    log_scale: bool = True,
+    title: str | None = None,
+) -> Path:
+    """Plot ``metrics`` against ``step`` for every split found in ``records``.
+
+    Args:
+      records: metrics records (``fit``'s history) or the path of a metrics JSONL.
+      path: the PNG to write.
+      metrics: one panel per metric name.
+      log_scale: logarithmic y axis.
+    """
+    if isinstance(records, str | os.PathLike):
+        records = read_metrics(records)
+    if not records:
+        raise ValueError("records is empty: nothing to plot")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], metrics, strict=True):
+        for split in sorted({r.get("split", "train") for r in records}):
+            points = [
+                (r["step"], r[name])
+                for r in records
+                if r.get("split", "train") == split and name in r
+            ]
+            if points:
+                steps, values = zip(*points, strict=True)
+                ax.plot(steps, values, marker="o" if len(points) < 30 else None, label=split)
+        ax.set_xlabel("step")
+        ax.set_ylabel(name)
+        if log_scale:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_image_grid(
+    rows: Sequence[Sequence[np.ndarray]],
+    path: str | os.PathLike,
+    *,
+    column_titles: Sequence[str] | None = None,
+    cmap: str = "viridis",
+    title: str | None = None,
+) -> Path:
+    """A grid of 2-D images with a colour bar each.
+
+    Args:
+      rows: ``rows[i][j]`` is an image ``[H, W]`` (or ``[H, W, 1]``).
+      path: the PNG to write.
+      column_titles: one title per column, shown above the first row.
+    """
+    if not rows or not rows[0]:
+        raise ValueError("rows must hold at least one image")
+    n_rows, n_cols = len(rows), len(rows[0])
+    if any(len(r) != n_cols for r in rows):
+        raise ValueError(f"every row must hold {n_cols} images, got {[len(r) for r in rows]}")
+    if column_titles is not None and len(column_titles) != n_cols:
+        raise ValueError(f"column_titles must have {n_cols} entries, got {len(column_titles)}")
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.8 * n_cols, 2.5 * n_rows), squeeze=False)
+    for i, row in enumerate(rows):
+        for j, image in enumerate(row):
+            ax = axes[i][j]
+            im = ax.imshow(np.squeeze(np.asarray(image)), cmap=cmap, origin="lower")
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0 and column_titles is not None:
+                ax.set_title(column_titles[j])
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
