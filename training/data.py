@@ -74,7 +74,7 @@ def make_loader(
     if transform is not None:
         ds = ds.map(transform)
     ds = ds.repeat(num_epochs)
-    if drop_remainder and len(ds) < batch_size:
+    if drop_remainder and num_epochs is not None and len(ds) < batch_size:
         raise ValueError(
             f"batch_size {batch_size} is larger than the {len(ds)} examples available "
             "with drop_remainder=True"
