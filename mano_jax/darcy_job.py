@@ -1,0 +1,271 @@
+"""The Darcy operator-learning job: data, normalisers, ``fit``, evaluation, figures.
+
+``train_darcy(config, run_dir)`` generates (or reuses) the Darcy data set, trains
+the configured operator with ``training.fit`` (progress bar, checkpoints,
+resume), and leaves in ``run_dir``::
+
+    config.json        the job configuration (a rerun must match it to resume)
+    normalizers.npz    the pointwise Gaussian normalisers of a and u
+    checkpoints/       orbax checkpoints (train state + data position)
+    metrics.jsonl      training and evaluation records
+    loss_curve.png     training loss and test relative L2 against steps
+    samples.png        four test samples: coefficient, truth, prediction, error
+    results.json       final test relative L2, parameter count, training time
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import training
+from mano_jax import darcy
+from mano_jax.fno import FNO_PRESETS, FNOConfig
+
+MODEL_PRESETS: dict[str, dict[str, Any]] = {"fno": FNO_PRESETS}
+CONFIG_FILE = "config.json"
+NORMALIZERS_FILE = "normalizers.npz"
+RESULTS_FILE = "results.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class DarcyJobConfig:
+    """One Darcy training run.
+
+    Attributes:
+      model: a key of ``MODEL_PRESETS``.
+      preset: a preset name of that model.
+      resolution: training and test resolution (a ``darcy.SUPPORTED_RESOLUTIONS``).
+      train_size, test_size, data_seed: the data set (see ``darcy.darcy_config``).
+      batch_size: examples per step.
+      num_steps: optimizer steps.
+      learning_rate, weight_decay: AdamW with a cosine schedule and a short warm-up.
+      seed: parameter initialisation and step randomness.
+      eval_every, checkpoint_every: in steps.
+    """
+
+    model: str = "fno"
+    preset: str = "darcy-tiny"
+    resolution: int = 32
+    train_size: int = 1000
+    test_size: int = 200
+    data_seed: int = 0
+    batch_size: int = 20
+    num_steps: int = 2500
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    eval_every: int = 500
+    checkpoint_every: int = 250
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_PRESETS:
+            raise ValueError(f"model must be one of {sorted(MODEL_PRESETS)}, got {self.model!r}")
+        presets = MODEL_PRESETS[self.model]
+        if self.preset not in presets:
+            raise ValueError(
+                f"preset of model {self.model!r} must be one of {sorted(presets)}, "
+                f"got {self.preset!r}"
+            )
+        if self.resolution not in darcy.SUPPORTED_RESOLUTIONS:
+            raise ValueError(
+                f"resolution must be one of {list(darcy.SUPPORTED_RESOLUTIONS)}, "
+                f"got {self.resolution}"
+            )
+        for name in ("train_size", "test_size", "batch_size", "num_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size > self.train_size:
+            raise ValueError(
+                f"batch_size must be <= train_size ({self.train_size}), got {self.batch_size}"
+            )
+
+    def model_config(self) -> FNOConfig:
+        return MODEL_PRESETS[self.model][self.preset]
+
+
+def _stack(source, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``a, u: [n, s, s]`` float32 arrays of a random-access Darcy split."""
+    n = len(source) if limit is None else min(limit, len(source))
+    items = [source[i] for i in range(n)]
+    return np.stack([x["a"] for x in items]), np.stack([x["u"] for x in items])
+
+
+def load_split(config: DarcyJobConfig, split: str, resolution: int | None = None, **kw):
+    """``(a, u)`` arrays of ``split`` at ``resolution`` (default: the config's)."""
+    source = darcy.load_darcy(
+        config.resolution if resolution is None else resolution,
+        split,
+        train_size=config.train_size,
+        test_size=config.test_size,
+        seed=config.data_seed,
+        **kw,
+    )
+    return _stack(source)
+
+
+def make_predict(model, a_norm: darcy.UnitGaussianNormalizer, u_norm: darcy.UnitGaussianNormalizer):
+    """``predict(params, a: [B, s, s]) -> u: [B, s, s]`` in physical units.
+
+    The normalisers' point grid fixes the resolution they apply to; at another
+    resolution they are resampled by nearest-node lookup (both grids share the
+    unit square's corners).
+    """
+
+    def predict(params, a):
+        an, un = (_resample(n, a.shape[-1]) for n in (a_norm, u_norm))
+        out = model.apply(params, an.encode(a)[..., None])[..., 0]
+        return un.decode(out)
+
+    return predict
+
+
+def _resample(normalizer: darcy.UnitGaussianNormalizer, size: int):
+    s = normalizer.mean.shape[-1]
+    if s == size:
+        return normalizer
+    idx = np.rint(np.linspace(0, s - 1, size)).astype(int)
+    pick = lambda x: x[idx][:, idx]  # noqa: E731
+    return dataclasses.replace(normalizer, mean=pick(normalizer.mean), std=pick(normalizer.std))
+
+
+def _save_normalizers(path: Path, a_norm, u_norm) -> None:
+    np.savez(path, a_mean=a_norm.mean, a_std=a_norm.std, u_mean=u_norm.mean, u_std=u_norm.std)
+
+
+def load_normalizers(run_dir: str | os.PathLike):
+    with np.load(Path(run_dir) / NORMALIZERS_FILE) as f:
+        return (
+            darcy.UnitGaussianNormalizer(mean=f["a_mean"], std=f["a_std"]),
+            darcy.UnitGaussianNormalizer(mean=f["u_mean"], std=f["u_std"]),
+        )
+
+
+def _check_run_dir(run_dir: Path, config: DarcyJobConfig) -> None:
+    """A run directory resumes only the run it was made for."""
+    path = run_dir / CONFIG_FILE
+    wanted = dataclasses.asdict(config)
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved != wanted:
+            diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
+            raise ValueError(
+                f"run directory {run_dir} holds a different run (saved vs requested: {diff}); "
+                "choose another --run-dir or delete it"
+            )
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(wanted, indent=2) + "\n")
+
+
+def count_params(params) -> int:
+    return int(sum(np.size(x) for x in jax.tree.leaves(params)))
+
+
+def evaluate_operator(predict, params, a: np.ndarray, u: np.ndarray, batch_size: int = 50):
+    """Relative L2 over ``(a, u)`` and the predictions ``[n, s, s]``."""
+    jitted = jax.jit(predict)
+    preds = np.concatenate(
+        [np.asarray(jitted(params, a[i : i + batch_size])) for i in range(0, len(a), batch_size)]
+    )
+    return float(darcy.relative_l2(preds, u)), preds
+
+
+def train_darcy(
+    config: DarcyJobConfig,
+    run_dir: str | os.PathLike,
+    *,
+    data_dir: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``config`` into ``run_dir`` (resuming it if it holds the same run).
+
+    Returns the contents of ``results.json``.
+    """
+    run_dir = Path(run_dir)
+    _check_run_dir(run_dir, config)
+    a_train, u_train = load_split(config, "train", data_dir=data_dir)
+    a_test, u_test = load_split(config, "test", data_dir=data_dir)
+    a_norm = darcy.UnitGaussianNormalizer.fit(a_train)
+    u_norm = darcy.UnitGaussianNormalizer.fit(u_train)
+    _save_normalizers(run_dir / NORMALIZERS_FILE, a_norm, u_norm)
+
+    model = config.model_config().make()
+    predict = make_predict(model, a_norm, u_norm)
+
+    def loss_fn(params, batch, rng):
+        del rng
+        return darcy.relative_l2(predict(params, batch["a"]), batch["u"])
+
+    optimizer = training.make_optimizer(
+        training.OptimizerConfig(
+            name="adamw",
+            learning_rate=config.learning_rate,
+            weight_decay=config.weight_decay,
+            schedule="warmup_cosine",
+            warmup_steps=min(100, config.num_steps // 10),
+            final_fraction=0.01,
+        ),
+        config.num_steps,
+    )
+    key = jax.random.PRNGKey(config.seed)
+    params = model.init(key, jnp.zeros((1, config.resolution, config.resolution, 1)))
+    state = training.TrainState.create(params, optimizer, jax.random.fold_in(key, 1))
+    train_step, eval_step = training.make_train_step(loss_fn, optimizer)
+    train_data = training.make_loader(
+        training.ArraySource(a=a_train, u=u_train), config.batch_size, seed=config.seed
+    )
+    test_data = training.make_loader(
+        training.ArraySource(a=a_test, u=u_test), 50, shuffle=False, num_epochs=1
+    )
+    start = time.perf_counter()
+    result = training.fit(
+        state,
+        train_step,
+        train_data,
+        num_steps=config.num_steps,
+        workdir=run_dir,
+        eval_step=eval_step,
+        eval_data=test_data,
+        eval_every=config.eval_every,
+        checkpoint_every=config.checkpoint_every,
+        log_every=10,
+        progress=progress,
+        desc=f"darcy {config.model}/{config.preset} r{config.resolution}",
+    )
+    seconds = time.perf_counter() - start
+    params = jax.device_get(result.state.params)
+    test_l2, preds = evaluate_operator(predict, params, a_test, u_test)
+    results = {
+        "model": config.model,
+        "preset": config.preset,
+        "resolution": config.resolution,
+        "test_relative_l2": test_l2,
+        "parameters": count_params(params),
+        "steps": config.num_steps,
+        "train_seconds": seconds,
+    }
+    (run_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    training.plot_curves(
+        result.history,
+        run_dir / "loss_curve.png",
+        title=f"Darcy r{config.resolution}: {config.model}/{config.preset} (relative L2)",
+    )
+    plot_samples(a_test, u_test, preds, run_dir / "samples.png")
+    return results
+
+
+def plot_samples(a, u, preds, path, count: int = 4) -> Path:
+    """Grid of ``count`` test samples: coefficient, truth, prediction, absolute error."""
+    rows = [[a[i], u[i], preds[i], np.abs(preds[i] - u[i])] for i in range(min(count, len(a)))]
+    return training.plot_image_grid(
+        rows, path, column_titles=["coefficient a", "solution u", "prediction", "|error|"]
+    )
