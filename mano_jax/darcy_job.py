@@ -113,28 +113,12 @@ def load_split(config: DarcyJobConfig, split: str, resolution: int | None = None
 
 
 def make_predict(model, a_norm: darcy.UnitGaussianNormalizer, u_norm: darcy.UnitGaussianNormalizer):
-    """``predict(params, a: [B, s, s]) -> u: [B, s, s]`` in physical units.
-
-    The normalisers' point grid fixes the resolution they apply to; at another
-    resolution they are resampled by nearest-node lookup (both grids share the
-    unit square's corners).
-    """
+    """``predict(params, a: [B, s, s]) -> u: [B, s, s]`` in physical units."""
 
     def predict(params, a):
-        an, un = (_resample(n, a.shape[-1]) for n in (a_norm, u_norm))
-        out = model.apply(params, an.encode(a)[..., None])[..., 0]
-        return un.decode(out)
+        return u_norm.decode(model.apply(params, a_norm.encode(a)[..., None])[..., 0])
 
     return predict
-
-
-def _resample(normalizer: darcy.UnitGaussianNormalizer, size: int):
-    s = normalizer.mean.shape[-1]
-    if s == size:
-        return normalizer
-    idx = np.rint(np.linspace(0, s - 1, size)).astype(int)
-    pick = lambda x: x[idx][:, idx]  # noqa: E731
-    return dataclasses.replace(normalizer, mean=pick(normalizer.mean), std=pick(normalizer.std))
 
 
 def _save_normalizers(path: Path, a_norm, u_norm) -> None:

@@ -336,8 +336,16 @@ class DarcyFlow(tfds.core.GeneratorBasedBuilder):
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as executor:
             results = executor.map(worker, seeds, chunksize=chunksize)
-            for i, (a, u) in enumerate(progress(results)):
-                yield i, {"a": a, "u": u}
+            try:
+                for i, (a, u) in enumerate(progress(results)):
+                    yield i, {"a": a, "u": u}
+            except concurrent.futures.process.BrokenProcessPool as error:
+                raise RuntimeError(
+                    "Darcy generation worker processes died. Worker processes are started "
+                    "with 'spawn', which re-imports the main script: guard a script's entry "
+                    'point with `if __name__ == "__main__":`, or pass num_workers=1 to '
+                    "generate in this process."
+                ) from error
 
 
 def load_darcy(

@@ -1,0 +1,91 @@
+"""The Darcy training job and the ``python -m mano_jax`` command line, on tiny runs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mano_jax import darcy
+from mano_jax.__main__ import main
+from mano_jax.darcy_job import DarcyJobConfig, load_normalizers
+
+TINY = ["--resolution", "16", "--train-size", "40", "--test-size", "10", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+def test_train_command_trains_and_writes_a_run(tmp_path, data_dir, capsys):
+    run = tmp_path / "run"
+    args = ["train", *TINY, "--steps", "60", "--eval-every", "30", "--checkpoint-every", "30"]
+    assert main([*args, "--run-dir", str(run), "--data-dir", data_dir, "--no-progress"]) == 0
+    assert "test relative L2" in capsys.readouterr().out
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "loss_curve.png",
+        "samples.png",
+        "normalizers.npz",
+    ):
+        assert (run / name).exists(), name
+    results = json.loads((run / "results.json").read_text())
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [r["loss"] for r in records if r["split"] == "train"]
+    evals = [r["loss"] for r in records if r["split"] == "eval"]
+    assert len(train) == 6 and len(evals) == 2
+    # The loss decreases and the final test error is the job's reported figure.
+    assert np.mean(train[-2:]) < 0.7 * train[0]
+    assert results["test_relative_l2"] == pytest.approx(evals[-1], rel=1e-4)
+    assert results["parameters"] > 0
+    a_norm, u_norm = load_normalizers(run)
+    a_train = np.stack(
+        [
+            x["a"]
+            for x in darcy.load_darcy(16, "train", train_size=40, test_size=10, data_dir=data_dir)
+        ]
+    )
+    np.testing.assert_allclose(a_norm.mean, a_train.mean(axis=0), rtol=1e-6)
+    assert u_norm.mean.shape == (16, 16)
+
+    # The same command resumes the finished run without training again.
+    assert main([*args, "--run-dir", str(run), "--data-dir", data_dir, "--no-progress"]) == 0
+    again = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert again == records
+
+    # Another configuration refuses the directory instead of mixing runs.
+    with pytest.raises(SystemExit) as exc:
+        main(["train", *TINY, "--steps", "61", "--run-dir", str(run), "--data-dir", data_dir])
+    assert exc.value.code == 2
+    assert "holds a different run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--model", "unet"], "invalid choice"),
+        (["train", "--preset", "huge"], "preset of model 'fno'"),
+        (["train", "--resolution", "33"], "resolution must be one of"),
+        (["train", "--steps", "0"], "expected an integer >= 1"),
+        (["train", "--train-size", "4", "--batch-size", "8"], "batch_size must be <="),
+        (["data", "--resolution", "7"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_end_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_command_prints_usage(capsys):
+    assert main([]) == 2
+    assert main(["fly"]) == 2
+    assert "usage: python -m mano_jax" in capsys.readouterr().err
+
+
+def test_config_validates():
+    with pytest.raises(ValueError, match="model must be one of"):
+        DarcyJobConfig(model="unet")
+    assert DarcyJobConfig().model_config().width > 0
