@@ -1,0 +1,227 @@
+"""Flax Linen modules: multipole attention, its window and global baselines, the block.
+
+The modules own the parameters and call the pure functions of ``attention.py``
+and ``multipole.py``. All map ``x: [B, H, W, C] -> [B, H, W, C]``.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mano_jax.attention import global_attention, resolve_impl, windowed_attention
+from mano_jax.multipole import (
+    DOWN,
+    UP,
+    check_grid,
+    check_window,
+    multipole_attention,
+    padded_side,
+)
+
+
+def _head_dim(channels: int, num_heads: int, head_dim: int | None) -> int:
+    if not isinstance(num_heads, int) or num_heads < 1:
+        raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
+    if head_dim is None:
+        if channels % num_heads:
+            raise ValueError(
+                f"num_heads {num_heads} must divide the {channels} input channels "
+                "when head_dim is not given"
+            )
+        return channels // num_heads
+    if not isinstance(head_dim, int) or head_dim < 1:
+        raise ValueError(f"head_dim must be a positive int, got {head_dim!r}")
+    return head_dim
+
+
+def attention_params(
+    module: nn.Module, channels: int, num_heads: int, head_dim: int, dtype
+) -> dict[str, jax.Array]:
+    """Declare one attention layer's parameters on ``module`` (see ``attention.py``)."""
+    return {
+        "norm_scale": module.param("norm_scale", nn.initializers.ones, (channels,), dtype),
+        "norm_bias": module.param("norm_bias", nn.initializers.zeros, (channels,), dtype),
+        "qkv": module.param(
+            "qkv",
+            nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2, 3)),
+            (channels, 3, num_heads, head_dim),
+            dtype,
+        ),
+        "out": module.param(
+            "out",
+            nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2),
+            (num_heads, head_dim, channels),
+            dtype,
+        ),
+        "out_bias": module.param("out_bias", nn.initializers.zeros, (channels,), dtype),
+    }
+
+
+class MultipoleAttention(nn.Module):
+    """Multipole attention layer (``multipole.multipole_attention``).
+
+    Attributes:
+      num_heads: attention heads.
+      head_dim: channels per head (``None``: ``C // num_heads``).
+      window_size: ``k``; window_stride: ``s`` dividing ``k`` (default ``k``).
+      sampling_rate: ``r >= 2``.
+      down: ``"conv"`` (strided ``r x r`` conv, no bias) or ``"avg"``.
+      up: ``"conv"`` (transposed ``r x r`` conv, no bias) or ``"nearest"``.
+      impl: ``"auto" | "xla" | "pallas"``.
+      num_levels: ``None`` derives the level count from the input size.
+    """
+
+    num_heads: int
+    head_dim: int | None
+    window_size: int
+    window_stride: int | None = None
+    sampling_rate: int = 2
+    down: str = "conv"
+    up: str = "conv"
+    impl: str = "auto"
+    num_levels: int | None = None
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        check_grid(x, self.window_size)
+        if self.down not in DOWN:
+            raise ValueError(f"down must be one of {DOWN}, got {self.down!r}")
+        if self.up not in UP:
+            raise ValueError(f"up must be one of {UP}, got {self.up!r}")
+        c, r = x.shape[-1], self.sampling_rate
+        d = _head_dim(c, self.num_heads, self.head_dim)
+        params = attention_params(self, c, self.num_heads, d, self.param_dtype)
+        if self.down == "conv":
+            params["down"] = self.param(
+                "down",
+                nn.initializers.lecun_normal(in_axis=(0, 1, 2), out_axis=3),
+                (r, r, c, c),
+                self.param_dtype,
+            )
+        if self.up == "conv":
+            params["up"] = self.param(
+                "up",
+                nn.initializers.lecun_normal(in_axis=2, out_axis=(0, 1, 3)),
+                (r, r, c, c),
+                self.param_dtype,
+            )
+        return multipole_attention(
+            x,
+            params,
+            window_size=self.window_size,
+            window_stride=self.window_stride,
+            sampling_rate=r,
+            num_levels=self.num_levels,
+            impl=self.impl,
+        )
+
+
+def _shift_segments(height: int, width: int, window: int, shift: int) -> jax.Array:
+    """Swin's region labels on a grid rolled by ``-shift``: ``[H, W]`` int32.
+
+    Tokens that wrapped around the border carry a different label from their
+    window neighbours, so they do not attend to each other.
+    """
+
+    def bands(n):
+        return jnp.where(jnp.arange(n) < n - window, 0, jnp.where(jnp.arange(n) < n - shift, 1, 2))
+
+    return (3 * bands(height)[:, None] + bands(width)[None, :]).astype(jnp.int32)
+
+
+class WindowAttention(nn.Module):
+    """Single-level window attention (Swin-style), the linear-cost baseline.
+
+    Inputs whose sides are not multiples of ``window_size`` are zero-padded; the
+    padding is masked out and cropped. ``shift=True`` rolls the grid by half a
+    window first (Swin's shifted windows, with its wrap-around mask). Each
+    output depends only on the tokens of its own window.
+    """
+
+    num_heads: int
+    head_dim: int | None
+    window_size: int
+    shift: bool = False
+    impl: str = "auto"
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.window_size
+        check_window(k, None)
+        check_grid(x, k)
+        b, h, w, c = x.shape
+        params = attention_params(
+            self, c, self.num_heads, _head_dim(c, self.num_heads, self.head_dim), self.param_dtype
+        )
+        hp, wp = (padded_side(n, k, k, 2, 1) for n in (h, w))
+        z = jnp.pad(x, ((0, 0), (0, hp - h), (0, wp - w), (0, 0)))
+        segments = jnp.zeros((hp, wp), jnp.int32)
+        shift = k // 2 if self.shift else 0
+        if shift:
+            z = jnp.roll(z, (-shift, -shift), axis=(1, 2))
+            segments = _shift_segments(hp, wp, k, shift)
+        valid = jnp.roll(
+            jnp.zeros((hp, wp), bool).at[:h, :w].set(True), (-shift, -shift), axis=(0, 1)
+        )
+        segments = jnp.broadcast_to(jnp.where(valid, segments, -1), (b, hp, wp))
+        masked = shift or (hp, wp) != (h, w)
+        out = windowed_attention(z, params, (k, k), (k, k), segments if masked else None, self.impl)
+        if shift:
+            out = jnp.roll(out, (shift, shift), axis=(1, 2))
+        return out[:, :h, :w]
+
+
+class GlobalAttention(nn.Module):
+    """Every token attends to every token (ViT-style), the quadratic baseline."""
+
+    num_heads: int
+    head_dim: int | None
+    impl: str = "xla"
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        check_grid(x, 1)
+        c = x.shape[-1]
+        d = _head_dim(c, self.num_heads, self.head_dim)
+        params = attention_params(self, c, self.num_heads, d, self.param_dtype)
+        return global_attention(x, params, resolve_impl(self.impl))
+
+
+class MultipoleBlock(nn.Module):
+    """Pre-norm residual block: ``x + MPA(x)``, then ``x + FFN(x)``.
+
+    ``FFN = LayerNorm -> Dense(mlp_ratio * C) -> GELU -> Dense(C)``.
+    """
+
+    num_heads: int
+    head_dim: int | None
+    window_size: int
+    window_stride: int | None = None
+    sampling_rate: int = 2
+    down: str = "conv"
+    up: str = "conv"
+    impl: str = "auto"
+    mlp_ratio: float = 4.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x + MultipoleAttention(
+            self.num_heads,
+            self.head_dim,
+            self.window_size,
+            self.window_stride,
+            self.sampling_rate,
+            self.down,
+            self.up,
+            self.impl,
+            name="attention",
+        )(x)
+        c = x.shape[-1]
+        y = nn.LayerNorm(epsilon=1e-5)(x)
+        y = nn.gelu(nn.Dense(int(self.mlp_ratio * c))(y), approximate=False)
+        return x + nn.Dense(c)(y)
