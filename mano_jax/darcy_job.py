@@ -10,13 +10,15 @@ resume), and leaves in ``run_dir``::
     metrics.jsonl      training and evaluation records
     loss_curve.png     training loss and test relative L2 against steps
     samples.png        four test samples: coefficient, truth, prediction, error
-    results.json       final test relative L2, parameter count, training time
+    results.json       test relative L2, parameters, training time, peak memory
+
+``evaluate_darcy_run(run_dir, resolution)`` reloads a run and measures its test
+error at any supported resolution (zero-shot when it differs from training).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from pathlib import Path
@@ -25,15 +27,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.interpolate import RegularGridInterpolator
 
 import training
-from mano_jax import darcy
-from mano_jax.fno import FNO_PRESETS, FNOConfig
+from mano_jax import darcy, runs
+from mano_jax.fno import FNO_PRESETS
+from mano_jax.models import OPERATOR_PRESETS
 
-MODEL_PRESETS: dict[str, dict[str, Any]] = {"fno": FNO_PRESETS}
-CONFIG_FILE = "config.json"
+MODEL_PRESETS: dict[str, dict[str, Any]] = {**OPERATOR_PRESETS, "fno": FNO_PRESETS}
 NORMALIZERS_FILE = "normalizers.npz"
-RESULTS_FILE = "results.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,18 +43,19 @@ class DarcyJobConfig:
     """One Darcy training run.
 
     Attributes:
-      model: a key of ``MODEL_PRESETS``.
+      model: a key of ``MODEL_PRESETS`` (``mano``, ``fno``, ``swin``, ``vit``).
       preset: a preset name of that model.
       resolution: training and test resolution (a ``darcy.SUPPORTED_RESOLUTIONS``).
       train_size, test_size, data_seed: the data set (see ``darcy.darcy_config``).
       batch_size: examples per step.
       num_steps: optimizer steps.
-      learning_rate, weight_decay: AdamW with a cosine schedule and a short warm-up.
+      learning_rate, weight_decay: AdamW with a short warm-up and cosine decay.
       seed: parameter initialisation and step randomness.
       eval_every, checkpoint_every: in steps.
     """
 
-    model: str = "fno"
+    task: str = "darcy"
+    model: str = "mano"
     preset: str = "darcy-tiny"
     resolution: int = 32
     train_size: int = 1000
@@ -67,6 +70,8 @@ class DarcyJobConfig:
     checkpoint_every: int = 250
 
     def __post_init__(self) -> None:
+        if self.task != "darcy":
+            raise ValueError(f"task must be 'darcy', got {self.task!r}")
         if self.model not in MODEL_PRESETS:
             raise ValueError(f"model must be one of {sorted(MODEL_PRESETS)}, got {self.model!r}")
         presets = MODEL_PRESETS[self.model]
@@ -75,11 +80,7 @@ class DarcyJobConfig:
                 f"preset of model {self.model!r} must be one of {sorted(presets)}, "
                 f"got {self.preset!r}"
             )
-        if self.resolution not in darcy.SUPPORTED_RESOLUTIONS:
-            raise ValueError(
-                f"resolution must be one of {list(darcy.SUPPORTED_RESOLUTIONS)}, "
-                f"got {self.resolution}"
-            )
+        _check_resolution(self.resolution)
         for name in ("train_size", "test_size", "batch_size", "num_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -88,19 +89,19 @@ class DarcyJobConfig:
                 f"batch_size must be <= train_size ({self.train_size}), got {self.batch_size}"
             )
 
-    def model_config(self) -> FNOConfig:
+    def model_config(self):
         return MODEL_PRESETS[self.model][self.preset]
 
 
-def _stack(source, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``a, u: [n, s, s]`` float32 arrays of a random-access Darcy split."""
-    n = len(source) if limit is None else min(limit, len(source))
-    items = [source[i] for i in range(n)]
-    return np.stack([x["a"] for x in items]), np.stack([x["u"] for x in items])
+def _check_resolution(resolution: int) -> None:
+    if resolution not in darcy.SUPPORTED_RESOLUTIONS:
+        raise ValueError(
+            f"resolution must be one of {list(darcy.SUPPORTED_RESOLUTIONS)}, got {resolution}"
+        )
 
 
 def load_split(config: DarcyJobConfig, split: str, resolution: int | None = None, **kw):
-    """``(a, u)`` arrays of ``split`` at ``resolution`` (default: the config's)."""
+    """``(a, u)``: ``[n, s, s]`` float32 arrays of ``split`` at ``resolution``."""
     source = darcy.load_darcy(
         config.resolution if resolution is None else resolution,
         split,
@@ -109,14 +110,36 @@ def load_split(config: DarcyJobConfig, split: str, resolution: int | None = None
         seed=config.data_seed,
         **kw,
     )
-    return _stack(source)
+    items = [source[i] for i in range(len(source))]
+    return np.stack([x["a"] for x in items]), np.stack([x["u"] for x in items])
 
 
-def make_predict(model, a_norm: darcy.UnitGaussianNormalizer, u_norm: darcy.UnitGaussianNormalizer):
-    """``predict(params, a: [B, s, s]) -> u: [B, s, s]`` in physical units."""
+def resample_normalizer(
+    normalizer: darcy.UnitGaussianNormalizer, size: int
+) -> darcy.UnitGaussianNormalizer:
+    """The pointwise statistics interpolated (bilinear) onto an ``[size, size]`` node grid.
+
+    Both grids span the unit square with nodes on its boundary, so nodes shared
+    by the two grids keep their values.
+    """
+    s = normalizer.mean.shape[-1]
+    if s == size:
+        return normalizer
+    src = np.linspace(0.0, 1.0, s)
+    dst = np.stack(np.meshgrid(*(np.linspace(0.0, 1.0, size),) * 2, indexing="ij"), axis=-1)
+
+    def interp(field):
+        return RegularGridInterpolator((src, src), np.asarray(field))(dst).astype(np.float32)
+
+    return dataclasses.replace(normalizer, mean=interp(normalizer.mean), std=interp(normalizer.std))
+
+
+def make_predict(model, a_norm, u_norm):
+    """``predict(params, a: [B, s, s]) -> u: [B, s, s]`` in physical units, at any ``s``."""
 
     def predict(params, a):
-        return u_norm.decode(model.apply(params, a_norm.encode(a)[..., None])[..., 0])
+        an, un = (resample_normalizer(n, a.shape[-1]) for n in (a_norm, u_norm))
+        return un.decode(model.apply(params, an.encode(a)[..., None])[..., 0])
 
     return predict
 
@@ -133,28 +156,28 @@ def load_normalizers(run_dir: str | os.PathLike):
         )
 
 
-def _check_run_dir(run_dir: Path, config: DarcyJobConfig) -> None:
-    """A run directory resumes only the run it was made for."""
-    path = run_dir / CONFIG_FILE
-    wanted = dataclasses.asdict(config)
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if saved != wanted:
-            diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
-            raise ValueError(
-                f"run directory {run_dir} holds a different run (saved vs requested: {diff}); "
-                "choose another --run-dir or delete it"
-            )
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(wanted, indent=2) + "\n")
+def build(config: DarcyJobConfig):
+    """``(model, optimizer, initial train state)`` of ``config``."""
+    model = config.model_config().make()
+    optimizer = training.make_optimizer(
+        training.OptimizerConfig(
+            name="adamw",
+            learning_rate=config.learning_rate,
+            weight_decay=config.weight_decay,
+            schedule="warmup_cosine",
+            warmup_steps=min(100, config.num_steps // 10),
+            final_fraction=0.01,
+        ),
+        config.num_steps,
+    )
+    key = jax.random.PRNGKey(config.seed)
+    sample = jnp.zeros((1, config.resolution, config.resolution, 1))
+    params = jax.jit(model.init)(key, sample)
+    state = training.TrainState.create(params, optimizer, jax.random.fold_in(key, 1))
+    return model, optimizer, state
 
 
-def count_params(params) -> int:
-    return int(sum(np.size(x) for x in jax.tree.leaves(params)))
-
-
-def evaluate_operator(predict, params, a: np.ndarray, u: np.ndarray, batch_size: int = 50):
+def evaluate_operator(predict, params, a: np.ndarray, u: np.ndarray, batch_size: int = 20):
     """Relative L2 over ``(a, u)`` and the predictions ``[n, s, s]``."""
     jitted = jax.jit(predict)
     preds = np.concatenate(
@@ -174,41 +197,26 @@ def train_darcy(
 
     Returns the contents of ``results.json``.
     """
-    run_dir = Path(run_dir)
-    _check_run_dir(run_dir, config)
+    run_dir = runs.prepare_run_dir(run_dir, dataclasses.asdict(config))
     a_train, u_train = load_split(config, "train", data_dir=data_dir)
     a_test, u_test = load_split(config, "test", data_dir=data_dir)
     a_norm = darcy.UnitGaussianNormalizer.fit(a_train)
     u_norm = darcy.UnitGaussianNormalizer.fit(u_train)
     _save_normalizers(run_dir / NORMALIZERS_FILE, a_norm, u_norm)
 
-    model = config.model_config().make()
+    model, optimizer, state = build(config)
     predict = make_predict(model, a_norm, u_norm)
 
     def loss_fn(params, batch, rng):
         del rng
         return darcy.relative_l2(predict(params, batch["a"]), batch["u"])
 
-    optimizer = training.make_optimizer(
-        training.OptimizerConfig(
-            name="adamw",
-            learning_rate=config.learning_rate,
-            weight_decay=config.weight_decay,
-            schedule="warmup_cosine",
-            warmup_steps=min(100, config.num_steps // 10),
-            final_fraction=0.01,
-        ),
-        config.num_steps,
-    )
-    key = jax.random.PRNGKey(config.seed)
-    params = model.init(key, jnp.zeros((1, config.resolution, config.resolution, 1)))
-    state = training.TrainState.create(params, optimizer, jax.random.fold_in(key, 1))
     train_step, eval_step = training.make_train_step(loss_fn, optimizer)
     train_data = training.make_loader(
         training.ArraySource(a=a_train, u=u_train), config.batch_size, seed=config.seed
     )
     test_data = training.make_loader(
-        training.ArraySource(a=a_test, u=u_test), 50, shuffle=False, num_epochs=1
+        training.ArraySource(a=a_test, u=u_test), 20, shuffle=False, num_epochs=1
     )
     start = time.perf_counter()
     result = training.fit(
@@ -229,15 +237,17 @@ def train_darcy(
     params = jax.device_get(result.state.params)
     test_l2, preds = evaluate_operator(predict, params, a_test, u_test)
     results = {
+        "task": "darcy",
         "model": config.model,
         "preset": config.preset,
         "resolution": config.resolution,
         "test_relative_l2": test_l2,
-        "parameters": count_params(params),
+        "parameters": runs.count_params(params),
         "steps": config.num_steps,
         "train_seconds": seconds,
+        "peak_memory_mb": runs.peak_memory_mb(),
     }
-    (run_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    runs.write_results(run_dir, results)
     training.plot_curves(
         result.history,
         run_dir / "loss_curve.png",
@@ -245,6 +255,41 @@ def train_darcy(
     )
     plot_samples(a_test, u_test, preds, run_dir / "samples.png")
     return results
+
+
+def evaluate_darcy_run(
+    run_dir: str | os.PathLike,
+    resolution: int | None = None,
+    *,
+    data_dir: str | None = None,
+) -> dict[str, Any]:
+    """Reload ``run_dir`` and return its test relative L2 at ``resolution``.
+
+    ``resolution`` defaults to the training resolution; another one is the
+    zero-shot super/sub-resolution test of operator learning (the normalisers
+    are interpolated onto the new grid).
+    """
+    saved = runs.load_run_config(run_dir)
+    if saved.get("task") != "darcy":
+        raise ValueError(f"run directory {run_dir} holds a {saved.get('task')!r} run, not darcy")
+    config = DarcyJobConfig(**saved)
+    resolution = config.resolution if resolution is None else resolution
+    _check_resolution(resolution)
+    model, _, template = build(config)
+    state = runs.restore_state(run_dir, template)
+    a_norm, u_norm = load_normalizers(run_dir)
+    a_test, u_test = load_split(config, "test", resolution, data_dir=data_dir)
+    test_l2, _ = evaluate_operator(
+        make_predict(model, a_norm, u_norm), state.params, a_test, u_test
+    )
+    return {
+        "model": config.model,
+        "preset": config.preset,
+        "train_resolution": config.resolution,
+        "test_resolution": resolution,
+        "test_relative_l2": test_l2,
+        "step": int(state.step),
+    }
 
 
 def plot_samples(a, u, preds, path, count: int = 4) -> Path:

@@ -192,36 +192,40 @@ class GlobalAttention(nn.Module):
         return global_attention(x, params, resolve_impl(self.impl))
 
 
-class MultipoleBlock(nn.Module):
-    """Pre-norm residual block: ``x + MPA(x)``, then ``x + FFN(x)``.
-
+class AttentionBlock(nn.Module):
+    """Pre-norm residual block around any attention module:
+    ``x + attention(x)``, then ``x + FFN(x)`` with
     ``FFN = LayerNorm -> Dense(mlp_ratio * C) -> GELU -> Dense(C)``.
+
+    The attention module owns its pre-LayerNorm.
     """
 
-    num_heads: int
-    head_dim: int | None
-    window_size: int
-    window_stride: int | None = None
-    sampling_rate: int = 2
-    down: str = "conv"
-    up: str = "conv"
-    impl: str = "auto"
+    attention: nn.Module
     mlp_ratio: float = 4.0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = x + MultipoleAttention(
-            self.num_heads,
-            self.head_dim,
-            self.window_size,
-            self.window_stride,
-            self.sampling_rate,
-            self.down,
-            self.up,
-            self.impl,
-            name="attention",
-        )(x)
+        x = x + self.attention(x)
         c = x.shape[-1]
         y = nn.LayerNorm(epsilon=1e-5)(x)
         y = nn.gelu(nn.Dense(int(self.mlp_ratio * c))(y), approximate=False)
         return x + nn.Dense(c)(y)
+
+
+def MultipoleBlock(  # noqa: N802 - builds a module, named like one
+    num_heads: int,
+    head_dim: int | None,
+    window_size: int,
+    window_stride: int | None = None,
+    sampling_rate: int = 2,
+    down: str = "conv",
+    up: str = "conv",
+    impl: str = "auto",
+    mlp_ratio: float = 4.0,
+    name: str | None = None,
+) -> AttentionBlock:
+    """The multipole block: ``AttentionBlock(MultipoleAttention(...))``."""
+    attention = MultipoleAttention(
+        num_heads, head_dim, window_size, window_stride, sampling_rate, down, up, impl
+    )
+    return AttentionBlock(attention, mlp_ratio, name=name)

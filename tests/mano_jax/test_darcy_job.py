@@ -64,8 +64,12 @@ def test_train_command_trains_and_writes_a_run(tmp_path, data_dir, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["train", "--model", "unet"], "invalid choice"),
-        (["train", "--preset", "huge"], "preset of model 'fno'"),
+        (["train", "--model", "unet"], "model must be one of"),
+        (["train", "--task", "classify", "--resolution", "32"], "--resolution do(es) not apply"),
+        (["train", "--download"], "--download only applies"),
+        (["train", "--task", "classify", "--dataset", "no_such_data_set"], "unknown TFDS data set"),
+        (["eval", "--run", "/nonexistent/run"], "holds no config.json"),
+        (["train", "--preset", "huge"], "preset of model 'mano'"),
         (["train", "--resolution", "33"], "resolution must be one of"),
         (["train", "--steps", "0"], "expected an integer >= 1"),
         (["train", "--train-size", "4", "--batch-size", "8"], "batch_size must be <="),
@@ -88,4 +92,5 @@ def test_unknown_command_prints_usage(capsys):
 def test_config_validates():
     with pytest.raises(ValueError, match="model must be one of"):
         DarcyJobConfig(model="unet")
-    assert DarcyJobConfig().model_config().width > 0
+    assert DarcyJobConfig().model_config().dim > 0
+    assert DarcyJobConfig(model="fno").model_config().width > 0

@@ -1,0 +1,79 @@
+"""Run directories shared by the training jobs: configuration, results, reloading."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+import training
+
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.json"
+
+
+def prepare_run_dir(run_dir: str | os.PathLike, config: dict[str, Any]) -> Path:
+    """Create ``run_dir`` for ``config``, or accept it if it holds the same run.
+
+    Raises:
+      ValueError: the directory holds a different run (so its checkpoints must
+        not be resumed with this configuration).
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG_FILE
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved != config:
+            diff = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
+            diff.update({k: (v, None) for k, v in saved.items() if k not in config})
+            raise ValueError(
+                f"run directory {run_dir} holds a different run (saved vs requested: {diff}); "
+                "choose another --run-dir or delete it"
+            )
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(config, indent=2) + "\n")
+    return run_dir
+
+
+def load_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The configuration saved in ``run_dir``; a clear error if there is no run there."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.exists():
+        raise ValueError(f"run directory {run_dir} does not exist or holds no {CONFIG_FILE}")
+    return json.loads(path.read_text())
+
+
+def restore_state(run_dir: str | os.PathLike, template: training.TrainState):
+    """The latest checkpointed train state of ``run_dir``, shaped like ``template``."""
+    ckpt = training.Checkpointer(Path(run_dir) / training.loop.CHECKPOINT_DIR)
+    try:
+        if ckpt.latest_step() is None:
+            raise ValueError(f"run directory {run_dir} holds no checkpoint yet")
+        try:
+            return ckpt.restore(template)
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"the checkpoint in {run_dir} does not match the model in its {CONFIG_FILE}: "
+                f"{error}"
+            ) from error
+    finally:
+        ckpt.close()
+
+
+def write_results(run_dir: str | os.PathLike, results: dict[str, Any]) -> None:
+    (Path(run_dir) / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+
+
+def count_params(params: Any) -> int:
+    return int(sum(np.size(x) for x in jax.tree.leaves(params)))
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory so far, in MiB (Linux ``ru_maxrss`` is KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
