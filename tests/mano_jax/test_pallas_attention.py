@@ -1,0 +1,281 @@
+"""The Pallas window-attention kernel against the XLA reference (interpret mode on CPU)."""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import export
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as pltriton
+
+from mano_jax.attention import attention_core
+from mano_jax.layers import MultipoleAttention, WindowAttention
+from mano_jax.pallas_attention import (
+    MAX_KERNEL_TOKENS,
+    default_block_groups,
+    window_attention_pallas,
+)
+
+TRITON_CALL = "__gpu$xla.gpu.triton"
+
+
+def swin_segments(groups: int, kh: int, kw: int, rng: np.random.Generator) -> jax.Array:
+    """``[groups, kh * kw]`` ids mixing the cases the layers produce.
+
+    Window ``g % 5``: 0 one segment, 1 Swin's row split, 2 Swin's four corner
+    regions, 3 random ids with padding (-1), 4 all padding (no key at all).
+    """
+    rows, cols = np.meshgrid(np.arange(kh), np.arange(kw), indexing="ij")
+    split_r, split_c = rows >= (kh + 1) // 2, cols >= (kw + 1) // 2
+    patterns = [
+        np.zeros((kh, kw)),
+        3 * split_r,
+        3 * split_r + split_c,
+        rng.integers(-1, 3, (kh, kw)),
+        -np.ones((kh, kw)),
+    ]
+    seg = np.stack([patterns[g % 5].reshape(-1) for g in range(groups)])
+    return jnp.asarray(seg, jnp.int32)
+
+
+def normal(rng: np.random.Generator, shape, dtype=jnp.float32) -> jax.Array:
+    """Test data from numpy: no per-shape compilation of jax.random on CPU."""
+    return jnp.asarray(rng.standard_normal(shape, np.float32), dtype)
+
+
+def qkv(shape, dtype, rng):
+    return tuple(normal(rng, shape, dtype) for _ in range(3))
+
+
+@jax.jit
+def reference_and_grads(q, k, v, segments, cotangent):
+    out, pullback = jax.vjp(lambda q, k, v: attention_core(q, k, v, segments), q, k, v)
+    return out, pullback(cotangent)
+
+
+def pallas_and_grads(block_groups=None):
+    """``(out, grads with the Pallas backward, grads with the XLA backward)``."""
+
+    @jax.jit
+    def run(q, k, v, segments, cotangent):
+        def f(backward):
+            return lambda q, k, v: window_attention_pallas(
+                q, k, v, segments, block_groups=block_groups, backward=backward
+            )
+
+        out, pullback = jax.vjp(f("pallas"), q, k, v)
+        _, pullback_xla = jax.vjp(f("xla"), q, k, v)
+        return out, pullback(cotangent), pullback_xla(cotangent)
+
+    return run
+
+
+# (groups, heads, (kh, kw), head_dim, segments, block_groups)
+CASES = [
+    (5, 1, (2, 2), 4, None, None),  # T = 4, no mask at all
+    (9, 3, (2, 4), 8, "swin", None),  # non-square T = 8
+    (6, 3, (1, 4), 16, "swin", 4),  # T = 4, G padded to 8
+    (7, 3, (4, 4), 8, "swin", None),  # T = 16, dot form, d padded to 16
+    (3, 1, (4, 4), 4, None, 2),  # T = 16, d = 4, G padded to 4
+    (5, 1, (8, 8), 16, "swin", None),  # T = 64
+    (4, 3, (3, 4), 12, None, None),  # T = 12, d = 12: both padded, mask added
+]
+
+
+@pytest.mark.parametrize("groups, heads, window, head_dim, seg_kind, block_groups", CASES)
+def test_float32_matches_reference(groups, heads, window, head_dim, seg_kind, block_groups):
+    rng = np.random.default_rng(groups * 31 + head_dim)
+    tokens = window[0] * window[1]
+    q, k, v = qkv((groups, heads, tokens, head_dim), jnp.float32, rng)
+    segments = None if seg_kind is None else swin_segments(groups, *window, rng)
+    cotangent = normal(rng, q.shape)
+
+    out, grads, grads_xla = pallas_and_grads(block_groups)(q, k, v, segments, cotangent)
+    ref, ref_grads = reference_and_grads(q, k, v, segments, cotangent)
+
+    assert out.shape == q.shape and out.dtype == jnp.float32
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    for name, g, g_xla, r in zip("qkv", grads, grads_xla, ref_grads, strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5, err_msg=f"d{name}")
+        np.testing.assert_allclose(g_xla, r, rtol=1e-5, atol=1e-5, err_msg=f"d{name}, xla")
+    if segments is not None:
+        empty = np.asarray(segments < 0).all(axis=1)
+        assert empty.any()
+        assert not np.asarray(out)[empty].any()  # windows with no key give exact zeros
+
+
+@pytest.mark.parametrize("window, head_dim", [((2, 2), 8), ((4, 4), 16)])
+def test_bfloat16_matches_reference(window, head_dim):
+    groups, heads, tokens = 7, 3, window[0] * window[1]
+    rng = np.random.default_rng(7)
+    q, k, v = qkv((groups, heads, tokens, head_dim), jnp.bfloat16, rng)
+    segments = swin_segments(groups, *window, rng)
+    cotangent = normal(rng, q.shape, jnp.bfloat16)
+
+    out, grads, grads_xla = pallas_and_grads()(q, k, v, segments, cotangent)
+    ref, ref_grads = reference_and_grads(q, k, v, segments, cotangent)
+
+    assert out.dtype == jnp.bfloat16
+    assert all(g.dtype == jnp.bfloat16 for g in grads + grads_xla)
+    f32 = np.float32
+    np.testing.assert_allclose(out.astype(f32), ref.astype(f32), rtol=2e-2, atol=2e-2)
+    for g, g_xla, r in zip(grads, grads_xla, ref_grads, strict=True):
+        np.testing.assert_allclose(g.astype(f32), r.astype(f32), rtol=2e-2, atol=2e-2)
+        np.testing.assert_allclose(g_xla.astype(f32), r.astype(f32), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("tokens", [8, 16])
+def test_value_dim_may_differ(tokens):
+    rng = np.random.default_rng(0)
+    q, k, _ = qkv((3, 2, tokens, 4), jnp.float32, rng)
+    v, cotangent = normal(rng, (3, 2, tokens, 20)), normal(rng, (3, 2, tokens, 20))
+    segments = swin_segments(3, 2, tokens // 2, rng)
+    out, grads, _ = pallas_and_grads()(q, k, v, segments, cotangent)
+    ref, ref_grads = reference_and_grads(q, k, v, segments, cotangent)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert g.shape == r.shape
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)
+
+
+def test_long_groups_use_reference():
+    rng = np.random.default_rng(1)
+    tokens = 2 * MAX_KERNEL_TOKENS
+    q, k, v = qkv((1, 1, tokens, 4), jnp.float32, rng)
+    segments = jnp.arange(tokens, dtype=jnp.int32)[None] % 3 - 1
+    np.testing.assert_allclose(
+        window_attention_pallas(q, k, v, segments),
+        attention_core(q, k, v, segments),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_tile_rule():
+    assert default_block_groups(1000, 4, 16, 16) == 16  # [16, 4, 4, 16] product
+    assert default_block_groups(1000, 4, 4, 4) == 64
+    assert default_block_groups(1000, 8, 32, 32) == 2
+    assert default_block_groups(1000, 16, 8, 8) == 16  # dot form, d padded to 16
+    assert default_block_groups(1000, 64, 32, 32) == 2
+    assert default_block_groups(1000, 64, 128, 128) == 1
+    assert default_block_groups(3, 4, 4, 4) == 4  # at most G rounded up to a power of two
+
+
+def test_validation_names_the_argument():
+    x = jnp.zeros((2, 1, 4, 8))
+    with pytest.raises(ValueError, match="q must have rank 4"):
+        window_attention_pallas(x[0], x, x)
+    with pytest.raises(ValueError, match="k must have the shape of q"):
+        window_attention_pallas(x, x[:, :, :2], x)
+    with pytest.raises(ValueError, match="k must have the dtype of q"):
+        window_attention_pallas(x, x.astype(jnp.bfloat16), x)
+    with pytest.raises(ValueError, match="v must be"):
+        window_attention_pallas(x, x, x[:1])
+    with pytest.raises(ValueError, match="segments must have shape"):
+        window_attention_pallas(x, x, x, jnp.zeros((2, 3), jnp.int32))
+    with pytest.raises(ValueError, match="segments must be integer"):
+        window_attention_pallas(x, x, x, jnp.zeros((2, 4)))
+    with pytest.raises(ValueError, match="block_groups must be a positive power of two"):
+        window_attention_pallas(x, x, x, block_groups=3)
+    with pytest.raises(ValueError, match="backward must be one of"):
+        window_attention_pallas(x, x, x, backward="triton")
+    assert window_attention_pallas(x[:0], x[:0], x[:0]).shape == (0, 1, 4, 8)
+
+
+def _export_cuda(fn, *args):
+    return export.export(
+        jax.jit(fn),
+        platforms=["cuda"],
+        disabled_checks=[export.DisabledSafetyCheck.custom_call(TRITON_CALL)],
+    )(*args)
+
+
+def _triton_export_available() -> str | None:
+    """``None`` if this jaxlib lowers a trivial Pallas-Triton kernel for cuda, else why not."""
+
+    def double(x_ref, o_ref):
+        o_ref[...] = 2 * x_ref[...]
+
+    def probe(x):
+        return pl.pallas_call(
+            double,
+            out_shape=jax.ShapeDtypeStruct(x.shape, x.dtype),
+            compiler_params=pltriton.CompilerParams(),
+        )(x)
+
+    try:
+        _export_cuda(probe, jax.ShapeDtypeStruct((16, 16), jnp.float32))
+    except Exception as err:  # any failure here is the toolchain's, not the kernel's
+        return f"this jaxlib cannot lower Pallas-Triton kernels for cuda: {err!r:.200}"
+    return None
+
+
+@pytest.mark.parametrize(
+    "shape, dtype, with_segments",
+    [
+        ((6, 2, 4, 8), jnp.float32, True),  # broadcast form
+        ((6, 2, 12, 8), jnp.bfloat16, False),  # padded T, mask added
+        ((6, 2, 64, 32), jnp.bfloat16, True),  # dot form
+    ],
+)
+def test_lowers_to_triton_for_cuda(shape, dtype, with_segments):
+    """Lower (not compile: no GPU here) the kernel and its gradient for cuda."""
+    reason = _triton_export_available()
+    if reason is not None:
+        pytest.skip(reason)
+    arrays = [jax.ShapeDtypeStruct(shape, dtype)] * 3
+    segments = jax.ShapeDtypeStruct((shape[0], shape[2]), jnp.int32) if with_segments else None
+
+    def forward(q, k, v, segments):
+        return window_attention_pallas(q, k, v, segments, interpret=False)
+
+    exported = _export_cuda(forward, *arrays, segments)
+    assert re.findall(r"custom_call @([\w$.]+)", exported.mlir_module()) == [TRITON_CALL]
+
+    def loss(q, k, v, segments):
+        return jnp.sum(jnp.sin(forward(q, k, v, segments).astype(jnp.float32)))
+
+    # The forward kernel (its output is needed for sin') and the backward kernel.
+    grad = _export_cuda(jax.grad(loss, argnums=(0, 1, 2)), *arrays, segments)
+    assert grad.mlir_module().count(f"custom_call @{TRITON_CALL}") == 2
+
+
+def _forward_and_grads(module, params, x, cotangent):
+    out, pullback = jax.vjp(module.apply, params, x)
+    return out, pullback(cotangent)
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda impl: MultipoleAttention(2, 8, 4, window_stride=2, impl=impl), (1, 12, 10, 8)),
+        (
+            lambda impl: MultipoleAttention(2, 8, 2, window_stride=1, sampling_rate=4, impl=impl),
+            (1, 9, 6, 8),
+        ),
+        (lambda impl: WindowAttention(2, 8, 4, shift=True, impl=impl), (2, 10, 6, 8)),
+    ],
+    ids=["multipole-k4-s2", "multipole-k2-s1-r4", "window-shifted"],
+)
+def test_layers_pallas_matches_xla(make, shape):
+    rng = np.random.default_rng(3)
+    x, cotangent = normal(rng, shape), normal(rng, shape)
+    # Random values for every parameter (LayerNorm included), without compiling an init.
+    shapes = jax.eval_shape(make("xla").init, jax.random.PRNGKey(0), x)
+    params = jax.tree.map(lambda p: 0.3 * normal(rng, p.shape), shapes)
+    run = jax.jit(_forward_and_grads, static_argnums=0)
+    out, (d_params, d_x) = run(make("pallas"), params, x, cotangent)
+    ref, (ref_params, ref_x) = run(make("xla"), params, x, cotangent)
+
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(d_x, ref_x, rtol=1e-5, atol=1e-5)
+    flat, ref_flat = jax.tree.leaves_with_path(d_params), jax.tree.leaves(ref_params)
+    for (path, g), r in zip(flat, ref_flat, strict=True):
+        scale = float(np.abs(r).max())
+        np.testing.assert_allclose(
+            g, r, rtol=1e-5, atol=1e-5 * scale, err_msg=jax.tree_util.keystr(path)
+        )
