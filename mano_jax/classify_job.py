@@ -13,7 +13,6 @@ import os
 import time
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import optax
 
@@ -52,21 +51,7 @@ class ClassifyJobConfig:
     checkpoint_every: int = 200
 
     def __post_init__(self) -> None:
-        if self.task != "classify":
-            raise ValueError(f"task must be 'classify', got {self.task!r}")
-        if self.model not in CLASSIFIER_PRESETS:
-            raise ValueError(
-                f"model must be one of {sorted(CLASSIFIER_PRESETS)}, got {self.model!r}"
-            )
-        presets = CLASSIFIER_PRESETS[self.model]
-        if self.preset not in presets:
-            raise ValueError(
-                f"preset of model {self.model!r} must be one of {sorted(presets)}, "
-                f"got {self.preset!r}"
-            )
-        for name in ("batch_size", "num_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        runs.check_job_config(self, CLASSIFIER_PRESETS, "classify")
 
     def model_config(self, num_classes: int):
         return dataclasses.replace(
@@ -87,24 +72,8 @@ def _data(config: ClassifyJobConfig, data_dir: str | None, download: bool) -> Im
 def build(config: ClassifyJobConfig, data: ImageData):
     """``(model, optimizer, initial train state)``."""
     model = config.model_config(data.num_classes).make()
-    optimizer = training.make_optimizer(
-        training.OptimizerConfig(
-            name="adamw",
-            learning_rate=config.learning_rate,
-            weight_decay=config.weight_decay,
-            schedule="warmup_cosine",
-            warmup_steps=min(100, config.num_steps // 10),
-        ),
-        config.num_steps,
-    )
-    key = jax.random.PRNGKey(config.seed)
     sample = jnp.zeros((1, config.image_size, config.image_size, data.channels))
-    params = jax.jit(model.init)(key, sample)
-    return (
-        model,
-        optimizer,
-        training.TrainState.create(params, optimizer, jax.random.fold_in(key, 1)),
-    )
+    return model, *runs.init_state(config, model, sample)
 
 
 def _loss_fn(model):

@@ -70,18 +70,9 @@ class DarcyJobConfig:
     checkpoint_every: int = 250
 
     def __post_init__(self) -> None:
-        if self.task != "darcy":
-            raise ValueError(f"task must be 'darcy', got {self.task!r}")
-        if self.model not in MODEL_PRESETS:
-            raise ValueError(f"model must be one of {sorted(MODEL_PRESETS)}, got {self.model!r}")
-        presets = MODEL_PRESETS[self.model]
-        if self.preset not in presets:
-            raise ValueError(
-                f"preset of model {self.model!r} must be one of {sorted(presets)}, "
-                f"got {self.preset!r}"
-            )
+        runs.check_job_config(self, MODEL_PRESETS, "darcy")
         _check_resolution(self.resolution)
-        for name in ("train_size", "test_size", "batch_size", "num_steps"):
+        for name in ("train_size", "test_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size > self.train_size:
@@ -159,22 +150,8 @@ def load_normalizers(run_dir: str | os.PathLike):
 def build(config: DarcyJobConfig):
     """``(model, optimizer, initial train state)`` of ``config``."""
     model = config.model_config().make()
-    optimizer = training.make_optimizer(
-        training.OptimizerConfig(
-            name="adamw",
-            learning_rate=config.learning_rate,
-            weight_decay=config.weight_decay,
-            schedule="warmup_cosine",
-            warmup_steps=min(100, config.num_steps // 10),
-            final_fraction=0.01,
-        ),
-        config.num_steps,
-    )
-    key = jax.random.PRNGKey(config.seed)
     sample = jnp.zeros((1, config.resolution, config.resolution, 1))
-    params = jax.jit(model.init)(key, sample)
-    state = training.TrainState.create(params, optimizer, jax.random.fold_in(key, 1))
-    return model, optimizer, state
+    return model, *runs.init_state(config, model, sample)
 
 
 def evaluate_operator(predict, params, a: np.ndarray, u: np.ndarray, batch_size: int = 20):

@@ -17,6 +17,41 @@ CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 
 
+def check_job_config(config: Any, presets: dict[str, dict[str, Any]], task: str) -> None:
+    """Shared validation of a job configuration: task, model, preset, sizes."""
+    if config.task != task:
+        raise ValueError(f"task must be {task!r}, got {config.task!r}")
+    if config.model not in presets:
+        raise ValueError(f"model must be one of {sorted(presets)}, got {config.model!r}")
+    if config.preset not in presets[config.model]:
+        raise ValueError(
+            f"preset of model {config.model!r} must be one of "
+            f"{sorted(presets[config.model])}, got {config.preset!r}"
+        )
+    for name in ("batch_size", "num_steps"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+
+
+def init_state(config: Any, model: Any, sample: Any):
+    """``(optimizer, train state)``: AdamW with warm-up and cosine decay, parameters
+    initialised on ``sample`` from ``config.seed``."""
+    optimizer = training.make_optimizer(
+        training.OptimizerConfig(
+            name="adamw",
+            learning_rate=config.learning_rate,
+            weight_decay=config.weight_decay,
+            schedule="warmup_cosine",
+            warmup_steps=min(100, config.num_steps // 10),
+            final_fraction=0.01,
+        ),
+        config.num_steps,
+    )
+    key = jax.random.PRNGKey(config.seed)
+    params = jax.jit(model.init)(key, sample)
+    return optimizer, training.TrainState.create(params, optimizer, jax.random.fold_in(key, 1))
+
+
 def prepare_run_dir(run_dir: str | os.PathLike, config: dict[str, Any]) -> Path:
     """Create ``run_dir`` for ``config``, or accept it if it holds the same run.
 
