@@ -1,6 +1,6 @@
 """Run every benchmark script in this folder, one after another, and print their tables.
 
-    python benchmarks/run.py [NAME ...]     # e.g. darcy_generation; default: all
+python benchmarks/run.py [NAME ...]     # e.g. darcy_generation; default: all
 """
 
 from __future__ import annotations
