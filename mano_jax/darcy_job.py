@@ -62,7 +62,7 @@ class DarcyJobConfig:
     test_size: int = 200
     data_seed: int = 0
     batch_size: int = 20
-    num_steps: int = 1500
+    num_steps: int = 1200
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
     seed: int = 0
