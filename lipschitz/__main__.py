@@ -92,6 +92,13 @@ def train_command(argv: Sequence[str]) -> int:
         results = train_certified(config, args["run_dir"], progress=not args["no_progress"])
     except ValueError as error:
         parser.error(str(error))
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted; run the same command again to resume from the last checkpoint in "
+            f"{args['run_dir']}",
+            file=sys.stderr,
+        )
+        return 130
     certified = ", ".join(f"r={r}: {a:.3f}" for r, a in results["certified_accuracy"].items())
     print(
         f"clean accuracy {results['clean_accuracy']:.3f}; certified accuracy {certified} "
