@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from lipschitz.train_job import TrainConfig, train_certified
-from training.cli import int_at_least, positive_float
+from training.cli import int_at_least, positive_float, run_subcommand
 
 DEFAULT_RUN_DIR = "runs/lipschitz-digits"
 
@@ -112,16 +112,7 @@ COMMANDS = {"train": train_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS:
-        names = ", ".join(COMMANDS)
-        print(
-            f"usage: python -m lipschitz {{{names}}} [options]; -h after a command for help",
-            file=sys.stderr,
-        )
-        return 2
-    command, *rest = argv
-    return COMMANDS[command](rest)
+    return run_subcommand("python -m lipschitz", COMMANDS, None if argv is None else list(argv))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from mano_jax import runs
 from mano_jax.classify_job import ClassifyJobConfig, evaluate_classifier_run, train_classifier
 from mano_jax.darcy.cli import data_command
 from mano_jax.darcy_job import DarcyJobConfig, evaluate_darcy_run, train_darcy
-from training.cli import int_at_least, positive_float
+from training.cli import int_at_least, positive_float, run_subcommand
 
 TASKS = {"darcy": DarcyJobConfig, "classify": ClassifyJobConfig}
 DATA_DIR_HELP = (
@@ -144,16 +144,7 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS:
-        names = ", ".join(COMMANDS)
-        print(
-            f"usage: python -m mano_jax {{{names}}} [options]; -h after a command for help",
-            file=sys.stderr,
-        )
-        return 2
-    command, *rest = argv
-    return COMMANDS[command](rest)
+    return run_subcommand("python -m mano_jax", COMMANDS, None if argv is None else list(argv))
 
 
 if __name__ == "__main__":
