@@ -66,13 +66,14 @@ import gc
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _machine import machine_line
 
 HERE = Path(__file__).parent
 METHODS = ("multipole", "global", "window")
@@ -385,25 +386,6 @@ def fit_exponent(points: list[tuple[float, float]]) -> float | None:
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
     sxx = sum((x - mx) ** 2 for x in xs)
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
-
-
-def machine_line() -> str:
-    import flax
-    import jax
-    import jaxlib
-
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"Machine: {cpu}, {os.cpu_count()} cores, {total:.0f} GiB RAM; "
-        f"jax {jax.__version__}, jaxlib {jaxlib.__version__}, flax {flax.__version__}, "
-        f"backend {jax.default_backend()}; Python {platform.python_version()}."
-    )
 
 
 def _ratio_cells(results: list[dict], side: int) -> list[str]:

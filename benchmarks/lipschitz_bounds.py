@@ -26,15 +26,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _machine import machine_line
 from threadpoolctl import threadpool_limits
 
 import lipschitz
@@ -46,16 +44,6 @@ from lipschitz.gram import DEFAULT_ITERS
 TARGET = 1e-3
 POWER_CHUNK = 25
 POWER_MAX_ITERS = 3000
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def timed(fn, *args, repeats: int, blas_threads: int | None = None):
@@ -243,10 +231,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64])
     args = parser.parse_args()
-    print(
-        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs, jax {jax.__version__} "
-        f"({jax.default_backend()}); float32 unless stated; medians of {args.repeats} runs"
-    )
+    print(machine_line())
+    print(f"float32 unless stated; medians of {args.repeats} runs")
     conv_tables(args.sizes, args.repeats)
     dense_table(args.repeats)
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from _machine import machine_line
 
 DARCY_MODELS = ("mano", "fno", "swin", "vit")
 DIGITS_MODELS = ("mano", "swin", "vit")
@@ -34,16 +34,6 @@ def run(args: list[str], run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--darcy-steps", type=int, default=500)
@@ -52,7 +42,8 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="keep the run directories here")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="mano_comparison_"))
-    print(f"Machine: {cpu_name()}, {os.cpu_count()} CPUs; run directories in {out}\n")
+    print(machine_line())
+    print(f"Run directories in {out}\n")
 
     table(
         f"Darcy 32x32, darcy-tiny presets, {args.darcy_steps} steps, batch 20",

@@ -13,7 +13,9 @@ HERE = Path(__file__).parent
 
 
 def main(names: list[str]) -> int:
-    scripts = sorted(p for p in HERE.glob("*.py") if p.name != Path(__file__).name)
+    scripts = sorted(
+        p for p in HERE.glob("*.py") if p.name != Path(__file__).name and not p.name.startswith("_")
+    )
     available = {p.stem: p for p in scripts}
     unknown = [n for n in names if n not in available]
     if unknown:
