@@ -1,0 +1,154 @@
+"""Diagonal state feedback (DSF): an RNN layer whose BPTT is replaced by a fixed feedback.
+
+Paper: "Fast Training of Recurrent Neural Networks with Stationary State Feedbacks"
+(arXiv 2503.23104). For ``h_t = cell(params, h_{t-1}, x_t)`` and a loss with gradient
+``e_t`` at every state, BPTT runs ``delta_t = e_t + J_{t+1}^T delta_{t+1}`` with the
+time-varying Jacobians ``J_{t+1} = dh_{t+1}/dh_t``, one step after another. DSF uses a
+fixed ``A`` instead (``feedback.py``):
+
+    delta_t = e_t + A^T delta_{t+1}     (diagonal A: a parallel scan, O(d T))
+
+and then takes ONE VJP of the cell, vmapped over all ``t``, at
+``(x_t, stop_gradient(h_{t-1}))`` against ``delta_t``: the parameter gradient (summed
+over ``t``) and the input gradients ``dl/dx_t`` (for the layers below) come out of it.
+The forward pass is an ordinary ``lax.scan``.
+
+Gradient with respect to ``h0``: ``J_1^T delta_1``, the first step's exact Jacobian
+applied to the estimated ``delta`` at the first state (what BPTT would do with that
+``delta``): a learned or carried initial state still gets a gradient. With
+``feedback="exact"`` it is BPTT's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from gradients.feedback import (
+    MATRIX_KINDS,
+    channels,
+    feedback_matrix,
+    feedback_recurrence,
+    split_channels,
+)
+
+PyTree = Any
+FEEDBACKS = ("diagonal", "zero", "exact", "gaussian", "orthogonal")
+
+
+def _scan(cell_fn: Callable, params: PyTree, h0: PyTree, xs: PyTree) -> PyTree:
+    def step(h, x):
+        h = cell_fn(params, h, x)
+        return h, h
+
+    return jax.lax.scan(step, h0, xs)[1]
+
+
+def _check_inputs(cell_fn: Callable, params: PyTree, h0: PyTree, xs: PyTree) -> None:
+    lengths = {jnp.shape(x)[0] if jnp.ndim(x) else -1 for x in jax.tree.leaves(xs)}
+    if len(lengths) != 1 or min(lengths) < 1:
+        raise ValueError(
+            f"xs leaves must share one leading (time) axis of length >= 1, got leading sizes "
+            f"{sorted(lengths)}"
+        )
+    out = jax.eval_shape(cell_fn, params, h0, jax.tree.map(lambda x: x[0], xs))
+    want = jax.eval_shape(lambda h: h, h0)
+    if jax.tree.structure(out) != jax.tree.structure(want) or jax.tree.leaves(
+        out
+    ) != jax.tree.leaves(want):
+        raise ValueError(f"cell_fn must return a state shaped like h0 {want}, got {out}")
+    batch = {jnp.shape(h)[:-1] for h in jax.tree.leaves(h0)}
+    if len(batch) != 1 or any(jnp.ndim(h) < 1 for h in jax.tree.leaves(h0)):
+        raise ValueError(
+            f"h0 leaves must be [..., channels] with the same leading axes, got shapes "
+            f"{jax.tree.map(jnp.shape, h0)}"
+        )
+
+
+def dsf_rnn(
+    cell_fn: Callable,
+    feedback: str | jax.Array = "diagonal",
+    *,
+    key: jax.Array | None = None,
+) -> Callable[[PyTree, PyTree, PyTree], PyTree]:
+    """Wrap a recurrent cell so that its backward pass is stationary state feedback.
+
+    Args:
+      cell_fn: ``cell_fn(params, h_prev, x_t) -> h_t``; the state may be an array
+        ``[..., d]`` or a pytree of them (``(h, c)``), leading axes (batch) shared.
+      feedback: ``"diagonal"`` (``A = diag(linspace(0, 1, d))``, default), ``"zero"``
+        (truncated BPTT: no gradient through the recurrence), ``"exact"`` (BPTT by
+        ordinary autodiff of the ``lax.scan``), ``"gaussian"`` / ``"orthogonal"``
+        (fixed dense matrices, ``feedback.feedback_matrix``), or an explicit array:
+        ``[d]`` (diagonal) or ``[d, d]`` (dense), with ``d`` the total channels of
+        the state (a pytree state's leaves concatenated, ``feedback.channels``).
+      key: ``jax.random`` key of the ``"gaussian"`` / ``"orthogonal"`` matrix (the same
+        key gives the same fixed matrix at every call).
+
+    Returns:
+      ``run(params, h0, xs) -> hs``: ``xs`` a pytree of ``[T, ...]`` (time-major, as
+      ``lax.scan``), ``hs`` the states ``h_1 .. h_T`` with leaves ``[T, *h.shape]``.
+      Differentiable in ``params``, ``h0`` and ``xs``; usable under ``jax.jit``.
+    """
+    if not callable(cell_fn):
+        raise ValueError(f"cell_fn must be callable, got {cell_fn!r}")
+    if isinstance(feedback, str):
+        if feedback not in FEEDBACKS:
+            raise ValueError(f"feedback must be one of {FEEDBACKS} or an array, got {feedback!r}")
+        if feedback in ("gaussian", "orthogonal") and key is None:
+            raise ValueError(f"key must be a jax.random key for feedback={feedback!r}, got None")
+    else:
+        feedback = jnp.asarray(feedback)
+        if feedback.ndim not in (1, 2) or (
+            feedback.ndim == 2 and feedback.shape[0] != feedback.shape[1]
+        ):
+            raise ValueError(
+                f"feedback array must be [d] (diagonal) or [d, d], got shape {feedback.shape}"
+            )
+
+    def matrix(size: int) -> jax.Array | None:
+        if isinstance(feedback, str):
+            return feedback_matrix(feedback, size, key) if feedback in MATRIX_KINDS else None
+        return feedback
+
+    @jax.custom_vjp
+    def run_dsf(params, h0, xs):
+        return _scan(cell_fn, params, h0, xs)
+
+    def fwd(params, h0, xs):
+        hs = _scan(cell_fn, params, h0, xs)
+        return hs, (params, h0, xs, hs)
+
+    def bwd(saved, e):
+        params, h0, xs, hs = saved
+        flat_e = channels(e)
+        delta = split_channels(feedback_recurrence(flat_e, matrix(flat_e.shape[-1])), e)
+        # Every step at once on the stored states: h_{t-1} enters as a constant.
+        h_prev = jax.tree.map(lambda a, h: jnp.concatenate([a[None], h[:-1]]), h0, hs)
+        _, vjp = jax.vjp(
+            lambda p, x: jax.vmap(cell_fn, in_axes=(None, 0, 0))(p, h_prev, x), params, xs
+        )
+        d_params, d_xs = vjp(delta)
+        first_x = jax.tree.map(lambda x: x[0], xs)
+        _, vjp_h0 = jax.vjp(lambda h: cell_fn(params, h, first_x), h0)
+        (d_h0,) = vjp_h0(jax.tree.map(lambda a: a[0], delta))
+        return d_params, d_h0, d_xs
+
+    run_dsf.defvjp(fwd, bwd)
+
+    def run(params: PyTree, h0: PyTree, xs: PyTree) -> PyTree:
+        _check_inputs(cell_fn, params, h0, xs)
+        if isinstance(feedback, str) and feedback == "exact":
+            return _scan(cell_fn, params, h0, xs)
+        size = sum(jnp.shape(h)[-1] for h in jax.tree.leaves(h0))
+        if not isinstance(feedback, str) and feedback.shape[0] != size:
+            raise ValueError(
+                f"feedback array must have {size} channels (the state's), got shape "
+                f"{feedback.shape}"
+            )
+        return run_dsf(params, h0, xs)
+
+    return run

@@ -1,0 +1,305 @@
+"""Highway backpropagation (Highway-BP) for residual stacks and residual RNNs, as custom VJPs.
+
+Residual steps ``h_{s+1} = r_s * h_s + f_s(h_s)``, ``s = 0..N-1`` (``r_s = 1`` for an
+ordinary residual connection). With ``out_s = dl/dh_{s+1}``, ``e_s`` the loss's direct
+gradient at ``h_{s+1}`` and ``v_s = J_{f_s}(h_s)^T out_s``, exact backpropagation is the
+triangular system
+
+    out_s = e_s + r_{s+1} * out_{s+1} + v_{s+1}          (out_{N-1} = e_{N-1})
+    dl/dh_0 = r_0 * out_0 + v_0
+
+Highway-BP (Fig. 1 of arXiv 2501.17086) solves it by Jacobi iteration: start from the
+residual-path-only solution (all ``v = 0``), then ``k`` times compute every ``v_s`` at
+once from the current ``out`` (one ``vmap``-ed VJP over all steps) and re-accumulate
+(a reverse cumulative sum, or ``lax.associative_scan`` when ``r != 1``). Iteration
+``t`` makes the last ``t + 1`` cotangents exact, so ``k >= N`` gives the exact
+gradient; ``k = 0`` keeps only the paths along the residual connections. Parameter
+(and per-step input) gradients come from one more application of the same batched VJP
+at the final ``out``: ``k + 1`` batched VJPs in sequence instead of ``N`` sequential
+ones.
+
+Three front ends share one core:
+
+- ``highway_bp(block_fn, k)``: a stack of ``L`` blocks with stacked parameters,
+  ``stack(stacked_params, h0, residual=None) -> h_L``. ``block_fn`` may be a tuple of
+  sub-block functions (a Transformer block: ``(attention_fn, mlp_fn)``), each its own
+  residual step, so a stack of ``L`` blocks has ``N = M L`` steps.
+- ``highway_rnn(step_fn, k)``: a residual RNN unrolled in time with shared
+  parameters, an input per step and a loss on every state,
+  ``run(params, h0, xs, residual=None) -> hs``.
+- ``residual`` (both): the linear, non-identity residual path ``r_s``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from gradients.recurrence import reverse_linear_recurrence
+
+PyTree = Any
+
+
+def _leading(tree: PyTree) -> set[int]:
+    return {x.shape[0] if x.ndim else -1 for x in jax.tree.leaves(tree)}
+
+
+def _check_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"k must be an int >= 0, got {k!r}")
+
+
+def _check_residual(residual: PyTree, h0: PyTree, num_steps: int) -> None:
+    """``residual`` must hold, per leaf of ``h0``, an array ``[num_steps, *h.shape]``."""
+    if residual is None:
+        return
+    want = jax.tree.map(lambda h: (num_steps, *jnp.shape(h)), h0)
+    got = jax.tree.map(jnp.shape, residual)
+    if jax.tree.structure(residual) != jax.tree.structure(h0) or want != got:
+        raise ValueError(
+            f"residual must match h0 with a leading axis of {num_steps} steps: expected "
+            f"shapes {want}, got {got}"
+        )
+
+
+def _check_step_output(fn: Callable, params: PyTree, h: PyTree, x: PyTree, name: str) -> None:
+    """A residual step must map ``h`` to an update of the same shapes and dtypes."""
+    out = jax.eval_shape(fn, params, h, x)
+    want = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), h)
+    if jax.tree.structure(out) != jax.tree.structure(want) or jax.tree.leaves(out) != [
+        jax.ShapeDtypeStruct(w.shape, w.dtype) for w in jax.tree.leaves(want)
+    ]:
+        raise ValueError(f"{name} must return an update shaped like the state {want}, got {out}")
+
+
+def _highway_core(
+    step_fns: tuple[Callable, ...], k: int, *, remat: bool, stacked: bool, all_states: bool
+) -> Callable:
+    """``run(params, h0, xs, residual) -> h_N`` (or ``hs [N, ...]``) with a Highway-BP VJP.
+
+    ``step_fns[m](p, h, x) -> f(h)``; step ``s = i M + m`` uses ``step_fns[m]`` with
+    parameters ``params[m][i]`` (``stacked``) or ``params[m]`` (shared), input ``x_s``
+    (``xs[s]``, or ``None`` when ``xs`` is ``None``) and residual ``r_s``
+    (``residual[s]``, or 1). ``all_states``: return every ``h_{s+1}`` (a loss on each)
+    instead of only ``h_N``.
+    """
+    fns = tuple(jax.checkpoint(f) if remat else f for f in step_fns)
+    kinds = len(fns)
+    param_axis = 0 if stacked else None
+
+    def by_block(tree: PyTree) -> PyTree:
+        """``[N, ...]`` -> ``[L, M, ...]``."""
+        return jax.tree.map(lambda a: a.reshape(-1, kinds, *a.shape[1:]), tree)
+
+    def by_step(tree: PyTree) -> PyTree:
+        """``[L, M, ...]`` -> ``[N, ...]``."""
+        return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), tree)
+
+    def pick(tree: PyTree, m: int) -> PyTree:
+        return jax.tree.map(lambda a: a[:, m], tree)
+
+    def states(params, h0, xs, residual):
+        """Forward ``lax.scan`` over blocks: ``(h_N, step inputs hs_in [N, ...])``."""
+
+        def block(h, scanned):
+            block_params, x, r = scanned
+            block_params = block_params if stacked else params
+            inputs = []
+            for m in range(kinds):
+                inputs.append(h)
+                x_m = jax.tree.map(lambda a, m=m: a[m], x)
+                update = fns[m](block_params[m], h, x_m)
+                if r is None:
+                    h = jax.tree.map(jnp.add, h, update)
+                else:
+                    h = jax.tree.map(lambda h_, u, r_, m=m: r_[m] * h_ + u, h, update, r)
+            return h, jax.tree.map(lambda *a: jnp.stack(a), *inputs)
+
+        scanned = (params if stacked else None, by_block(xs), by_block(residual))
+        h_last, inputs = jax.lax.scan(block, h0, scanned)
+        return h_last, by_step(inputs)
+
+    def updates(params, hs_in, xs):
+        """All ``f_s(h_s)`` at once, one ``vmap`` per kind of step: ``[N, ...]``."""
+        hs_b, xs_b = by_block(hs_in), by_block(xs)
+        outs = [
+            jax.vmap(fns[m], in_axes=(param_axis, 0, 0))(params[m], pick(hs_b, m), pick(xs_b, m))
+            for m in range(kinds)
+        ]
+        return by_step(jax.tree.map(lambda *a: jnp.stack(a, axis=1), *outs))
+
+    def primal(params, h0, xs, residual):
+        h_last, hs_in = states(params, h0, xs, residual)
+        return _all_states(hs_in, h_last) if all_states else h_last
+
+    run = jax.custom_vjp(primal)
+
+    def fwd(params, h0, xs, residual):
+        h_last, hs_in = states(params, h0, xs, residual)
+        saved = (params, h0, xs, residual, None if remat else hs_in)
+        return (_all_states(hs_in, h_last) if all_states else h_last), saved
+
+    def bwd(saved, cotangent):
+        params, h0, xs, residual, hs_in = saved
+        if hs_in is None:
+            hs_in = states(params, h0, xs, residual)[1]
+        if all_states:
+            e = cotangent
+        else:  # only h_N is an output: the loss's gradient enters at the last step
+            e = jax.tree.map(
+                lambda h, c: jnp.zeros_like(h).at[-1].set(c.astype(h.dtype)), hs_in, cotangent
+            )
+        _, vjp = jax.vjp(updates, params, hs_in, xs)
+        # One recurrence of length N + 1 gives dl/dh_0 (index 0) and every out_s (1..N):
+        # c_j = b_j + a_j c_{j+1} with b_j = e_{j-1} + v_j and a_j = r_j.
+        coeffs = (
+            None
+            if residual is None
+            else jax.tree.map(lambda r: jnp.concatenate([r, jnp.ones_like(r[:1])]), residual)
+        )
+
+        def accumulate(v):
+            b = jax.tree.map(
+                lambda e_, v_: (
+                    jnp.concatenate([jnp.zeros_like(e_[:1]), e_])
+                    + jnp.concatenate([v_, jnp.zeros_like(v_[:1])])
+                ),
+                e,
+                v,
+            )
+            return reverse_linear_recurrence(b, coeffs)
+
+        def outs(c):
+            return jax.tree.map(lambda a: a[1:], c)
+
+        def iterate(_, c):
+            return accumulate(vjp(outs(c))[1])
+
+        c = accumulate(jax.tree.map(jnp.zeros_like, hs_in))
+        c = jax.lax.fori_loop(0, min(k, _num_steps(hs_in)), iterate, c)
+        d_params, _, d_xs = vjp(outs(c))
+        d_h0 = jax.tree.map(lambda a: a[0], c)
+        d_residual = None if residual is None else jax.tree.map(jnp.multiply, outs(c), hs_in)
+        return d_params, d_h0, d_xs, d_residual
+
+    run.defvjp(fwd, bwd)
+    return run
+
+
+def _num_steps(hs: PyTree) -> int:
+    return jax.tree.leaves(hs)[0].shape[0]
+
+
+def _all_states(hs_in: PyTree, h_last: PyTree) -> PyTree:
+    """``h_1 .. h_N`` from the step inputs ``h_0 .. h_{N-1}`` and ``h_N``."""
+    return jax.tree.map(lambda a, h: jnp.concatenate([a[1:], h[None]]), hs_in, h_last)
+
+
+def highway_bp(
+    block_fn: Callable | Sequence[Callable], k: int, *, remat: bool = False
+) -> Callable[..., PyTree]:
+    """Wrap a residual stack so that its backward pass is Highway-BP with ``k`` iterations.
+
+    Args:
+      block_fn: ``block_fn(theta_i, h) -> g_i(h)``, the residual branch of one block
+        (the wrapper adds ``h``). A tuple ``(f_1, ..., f_M)`` makes each block ``M``
+        residual steps in turn, e.g. ``(attention_fn, mlp_fn)`` for a Transformer
+        block; the stack then has ``N = M L`` steps.
+      k: Highway-BP iterations, ``>= 0``. ``k = 0``: residual paths only; ``k >= N``:
+        the exact gradient (iterations beyond ``N`` change nothing and are skipped).
+      remat: keep only ``h0`` from the forward pass and recompute the block inputs in
+        the backward pass, with each block under ``jax.checkpoint`` (its internals are
+        recomputed in every batched VJP rather than held across the ``k``
+        iterations). Default: store all ``N`` block inputs.
+
+    Returns:
+      ``stack(stacked_params, h0, residual=None) -> h_L``:
+
+      - ``stacked_params``: the blocks' parameters stacked along a leading axis of
+        length ``L`` (a tuple of ``M`` such pytrees when ``block_fn`` is a tuple);
+      - ``h0``: the input state (any pytree of arrays, e.g. ``[batch, dim]`` or
+        ``[batch, height, width, channels]``), which every block maps to the same shapes;
+      - ``residual``: ``None`` (identity residual) or the linear residual path of
+        every step, ``h_s = r_s * h_{s-1} + g_s(h_{s-1})`` elementwise, as a pytree
+        like ``h0`` with leaves ``[N, *h.shape]`` (broadcast a per-channel gate
+        yourself: autodiff sums its gradient back); its gradient is returned too.
+
+      The forward pass is a ``lax.scan`` over blocks; ``jax.grad``, ``jax.jit`` and
+      ``jax.vmap`` compose with it as with any function.
+    """
+    fns = tuple(block_fn) if isinstance(block_fn, Sequence) else (block_fn,)
+    if not fns or not all(callable(f) for f in fns):
+        raise ValueError(f"block_fn must be a callable or a tuple of callables, got {block_fn!r}")
+    _check_k(k)
+    core = _highway_core(
+        tuple(lambda p, h, x, f=f: f(p, h) for f in fns),
+        k,
+        remat=remat,
+        stacked=True,
+        all_states=False,
+    )
+    multi = isinstance(block_fn, Sequence)
+
+    def stack(stacked_params: PyTree, h0: PyTree, residual: PyTree = None) -> PyTree:
+        if multi and (not isinstance(stacked_params, Sequence) or len(stacked_params) != len(fns)):
+            raise ValueError(
+                f"stacked_params must be a tuple of {len(fns)} stacked pytrees (one per "
+                f"sub-block function), got {type(stacked_params).__name__}"
+            )
+        params = tuple(stacked_params) if multi else (stacked_params,)
+        lengths = _leading(params)
+        if len(lengths) != 1 or min(lengths) < 1:
+            raise ValueError(
+                f"stacked_params leaves must share one leading (block) axis of length >= 1, "
+                f"got leading sizes {sorted(lengths)}"
+            )
+        num_blocks = lengths.pop()
+        for m, f in enumerate(fns):
+            first = jax.tree.map(lambda a: a[0], params[m])
+            _check_step_output(lambda p, h, x, f=f: f(p, h), first, h0, None, "block_fn")
+        _check_residual(residual, h0, num_blocks * len(fns))
+        return core(params, h0, None, residual)
+
+    return stack
+
+
+def highway_rnn(step_fn: Callable, k: int, *, remat: bool = False) -> Callable[..., PyTree]:
+    """Wrap a residual RNN so that backpropagation through time is Highway-BP.
+
+    The recurrence ``h_t = r_t * h_{t-1} + step_fn(params, h_{t-1}, x_t)`` (``r_t = 1``
+    by default) is unrolled over ``T`` steps with shared ``params``; the loss may use
+    every state, and its gradient ``e_t`` at each ``h_t`` enters the accumulation at
+    step ``t``. ``k = T`` is exact BPTT; ``k = 0`` propagates along the residual path
+    only.
+
+    Args:
+      step_fn: ``step_fn(params, h_prev, x_t) -> update`` shaped like ``h_prev``.
+      k: Highway-BP iterations, ``>= 0``.
+      remat: recompute the states in the backward pass (see ``highway_bp``).
+
+    Returns:
+      ``run(params, h0, xs, residual=None) -> hs``: ``xs`` a pytree of ``[T, ...]``
+      (time-major, as ``lax.scan``), ``hs`` the states ``h_1 .. h_T`` with leaves
+      ``[T, *h.shape]``; ``residual`` as in ``highway_bp`` with ``N = T``.
+    """
+    if not callable(step_fn):
+        raise ValueError(f"step_fn must be callable, got {step_fn!r}")
+    _check_k(k)
+    core = _highway_core((step_fn,), k, remat=remat, stacked=False, all_states=True)
+
+    def run(params: PyTree, h0: PyTree, xs: PyTree, residual: PyTree = None) -> PyTree:
+        lengths = _leading(xs)
+        if len(lengths) != 1 or min(lengths) < 1:
+            raise ValueError(
+                f"xs leaves must share one leading (time) axis of length >= 1, got leading "
+                f"sizes {sorted(lengths)}"
+            )
+        first = jax.tree.map(lambda a: a[0], xs)
+        _check_step_output(step_fn, params, h0, first, "step_fn")
+        _check_residual(residual, h0, lengths.pop())
+        return core((params,), h0, xs, residual)
+
+    return run
