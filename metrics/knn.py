@@ -1,0 +1,164 @@
+"""Blockwise Euclidean distances and k-th nearest-neighbour radii, never an N x N matrix.
+
+Sets are cut into row blocks of ``block`` points (the last one padded with masked
+rows); a pass over the pairs of blocks keeps only per-row accumulators, so memory is
+``O((N + M) * d + block**2)``. Distances use ``||a||^2 + ||b||^2 - 2 a.b`` clamped at 0,
+and two points that are the same vector (equal ``ids``) are given exactly 0: the
+formula's rounding would otherwise turn a duplicate's distance into noise of order
+``sqrt(eps) * ||a||``, and whether duplicates fall inside each other's balls is what
+``strict`` decides.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+DEFAULT_BLOCK_SIZE = 1024
+
+
+def row_ids(*sets: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Integer ids shared across ``sets`` such that two rows have the same id iff they are
+    the same vector (bitwise after a cast to the common dtype).
+
+    sets: arrays ``[n_s, d]``. Returns one ``int32 [n_s]`` array per set.
+    """
+    union = np.concatenate([np.asarray(s) for s in sets])
+    # Rows as opaque byte strings: equal ids only for identical bits (-0.0 != 0.0 is harmless:
+    # those pairs just go through the formula, whose result is then exactly 0 or tiny).
+    flat = np.ascontiguousarray(union).view(
+        np.dtype((np.void, union.dtype.itemsize * union.shape[1]))
+    )
+    _, inverse = np.unique(flat.ravel(), return_inverse=True)
+    splits = np.cumsum([len(s) for s in sets])[:-1]
+    return tuple(part.astype(np.int32) for part in np.split(inverse.ravel(), splits))
+
+
+class Blocks:
+    """A set of points cut into ``[num_blocks, block, d]`` with the squared norms and ids of
+    each row and the count ``n`` of real (unpadded) rows; a pytree with static ``n``."""
+
+    def __init__(self, points: jax.Array, sq_norms: jax.Array, ids: jax.Array | None, n: int):
+        self.points, self.sq_norms, self.ids, self.n = points, sq_norms, ids, n
+
+    @classmethod
+    def of(cls, x: jax.Array, block: int, ids: jax.Array | None = None) -> Blocks:
+        """x: ``[n, d]``; ids: ``[n]`` or None (no duplicate handling)."""
+        n, d = x.shape
+        block = min(block, n)
+        num = math.ceil(n / block)
+        pad = num * block - n
+        points = jnp.pad(x, ((0, pad), (0, 0))).reshape(num, block, d)
+        sq_norms = jnp.sum(points * points, axis=-1)
+        if ids is not None:
+            ids = jnp.pad(ids, (0, pad), constant_values=-1).reshape(num, block)
+        return cls(points, sq_norms, ids, n)
+
+    @property
+    def block(self) -> int:
+        return self.points.shape[1]
+
+    def valid(self, index: jax.Array) -> jax.Array:
+        """``[block]`` bool: which rows of block ``index`` are real points."""
+        return index * self.block + jnp.arange(self.block) < self.n
+
+    def split(self, values: jax.Array, fill: float) -> jax.Array:
+        """Per-point ``values [n]`` -> ``[num_blocks, block]``, padded rows set to ``fill``."""
+        num, block = self.points.shape[:2]
+        return jnp.pad(values, (0, num * block - self.n), constant_values=fill).reshape(num, block)
+
+    def unpad(self, per_block: jax.Array) -> jax.Array:
+        """``[num_blocks, block, ...]`` -> ``[n, ...]``."""
+        return per_block.reshape(-1, *per_block.shape[2:])[: self.n]
+
+    def tree_flatten(self):
+        return (self.points, self.sq_norms, self.ids), self.n
+
+    @classmethod
+    def tree_unflatten(cls, n, children):
+        return cls(*children, n)
+
+
+jax.tree_util.register_pytree_node_class(Blocks)
+
+
+def distance_block(
+    a: jax.Array,
+    a_sq: jax.Array,
+    b: jax.Array,
+    b_sq: jax.Array,
+    a_ids: jax.Array | None = None,
+    b_ids: jax.Array | None = None,
+) -> jax.Array:
+    """Euclidean distances ``[p, q]`` between rows of ``a [p, d]`` and ``b [q, d]``.
+
+    ``a_sq [p]``, ``b_sq [q]`` are the squared row norms. ``sqrt(max(|a|^2 + |b|^2 - 2 a.b, 0))``
+    in the inputs' dtype; pairs with equal ids (the same vector) are exactly 0.
+    """
+    sq = a_sq[:, None] + b_sq[None, :] - 2 * (a @ b.T)
+    dist = jnp.sqrt(jnp.maximum(sq, 0))
+    if a_ids is not None and b_ids is not None:
+        dist = jnp.where(a_ids[:, None] == b_ids[None, :], 0, dist)
+    return dist
+
+
+def scan_block_pairs(
+    rows: Blocks,
+    cols: Blocks,
+    row_init: Any,
+    col_init: Any,
+    step: Callable[..., tuple[Any, Any]],
+) -> tuple[Any, Any]:
+    """Fold ``step`` over every (row block, column block) pair, one distance block at a time.
+
+    ``step(row_state, col_state, dist, row_index, col_index, col_valid) -> (row_state,
+    col_state)`` sees the ``[row_block, col_block]`` distance block, with padded columns
+    flagged by ``col_valid [col_block]``. ``row_init`` is the state of one row block (reset
+    for each); ``col_init`` holds the state of all columns, leaves ``[num_col_blocks,
+    col_block, ...]``, carried across row blocks (or None). Returns the final row states
+    stacked ``[num_row_blocks, ...]`` and the final column state.
+    """
+
+    def one_row_block(col_state, row):
+        row_index, a, a_sq, a_ids = row
+
+        def inner(row_state, col):
+            col_index, b, b_sq, b_ids, col_block_state = col
+            dist = distance_block(a, a_sq, b, b_sq, a_ids, b_ids)
+            valid = cols.valid(col_index)
+            return step(row_state, col_block_state, dist, row_index, col_index, valid)
+
+        col_indices = jnp.arange(cols.points.shape[0])
+        row_state, col_state = jax.lax.scan(
+            inner, row_init, (col_indices, cols.points, cols.sq_norms, cols.ids, col_state)
+        )
+        return col_state, row_state
+
+    row_indices = jnp.arange(rows.points.shape[0])
+    col_state, row_states = jax.lax.scan(
+        one_row_block, col_init, (row_indices, rows.points, rows.sq_norms, rows.ids)
+    )
+    return row_states, col_state
+
+
+def kth_neighbour_radii(points: Blocks, k: int) -> jax.Array:
+    """``NND_k``: distance from each point to its k-th nearest neighbour in its own set,
+    i.e. the (k+1)-th smallest distance counting the point itself (as ``prdc`` does).
+
+    points: ``Blocks`` of ``n >= k + 1`` points. Returns ``[n]``. A running smallest-(k+1)
+    list per row is merged with each distance block by ``lax.top_k``.
+    """
+
+    def step(smallest, _, dist, row_index, col_index, col_valid):
+        dist = jnp.where(col_valid[None, :], dist, jnp.inf)
+        merged = jnp.concatenate([smallest, dist], axis=1)
+        return -jax.lax.top_k(-merged, k + 1)[0], None
+
+    init = jnp.full((points.block, k + 1), jnp.inf, points.points.dtype)
+    smallest, _ = scan_block_pairs(points, points, init, None, step)
+    return points.unpad(smallest[..., k])

@@ -1,0 +1,229 @@
+"""Blockwise precision / recall / density / coverage against ``prdc`` (an independent
+implementation) and a dense float64 reference, and the behaviours the metrics must show."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from prdc import compute_prdc
+from prdc.prdc import compute_nearest_neighbour_distances
+
+import metrics
+from metrics.knn import Blocks, kth_neighbour_radii
+
+METRICS = ("precision", "recall", "density", "coverage")
+
+
+def integer_grid_sets(seed=0, n=160, m=120, d=4):
+    """Points on a small integer grid: every distance is exact in float32 and float64, so
+    ties (distance == radius) and duplicates are plentiful and prdc's decisions are exact.
+    A few generated points are copies of reference points."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, size=(n, d)).astype(np.float32)
+    y = rng.integers(-2, 3, size=(m, d)).astype(np.float32)
+    y[:10] = x[5:15]
+    return x, y
+
+
+def quietly_prdc(x, y, k, capsys):
+    result = compute_prdc(x, y, k)
+    capsys.readouterr()  # prdc prints the set sizes
+    return result
+
+
+def assert_same_counts(ours, reference, n, m, k):
+    """Equal to within a quarter of the smallest step a single decision moves a metric."""
+    step = 1 / (k * max(n, m))
+    for name in METRICS:
+        assert abs(getattr(ours, name) - reference[name]) < step / 4, name
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_identical_to_prdc_with_ties_and_duplicates(k, capsys):
+    x, y = integer_grid_sets()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours = metrics.precision_recall(x, y, k=k, block_size=64)
+    assert_same_counts(ours, quietly_prdc(x, y, k, capsys), len(x), len(y), k)
+    np.testing.assert_array_equal(ours.reference_radii, compute_nearest_neighbour_distances(x, k))
+    np.testing.assert_array_equal(ours.generated_radii, compute_nearest_neighbour_distances(y, k))
+    zero_radii = bool((ours.reference_radii == 0).any() or (ours.generated_radii == 0).any())
+    assert zero_radii == (k == 1)  # the grid has duplicated points, but no point 3 copies
+    assert zero_radii == any("zero k-NN radius" in str(w.message) for w in caught)
+
+
+def test_identical_to_prdc_on_continuous_float32(capsys, dense_metrics):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 24)).astype(np.float32)
+    y = (1.2 * rng.normal(size=(250, 24)) + 0.3).astype(np.float32)
+    k = 4
+    # Precondition: no decision is within 1e-5 (relative) of a tie. The float32 distances
+    # are within eps * (|a|^2 + |b|^2) / d^2 < 1e-6 of the exact ones here, so both
+    # implementations must take every decision alike.
+    dense = dense_metrics(x, y, k)
+    d, r_x, r_y = dense["distances"], dense["reference_radii"], dense["generated_radii"]
+    assert np.min(np.abs(d - r_x[:, None]) / r_x[:, None]) > 1e-5
+    assert np.min(np.abs(d - r_y[None, :]) / r_y[None, :]) > 1e-5
+    ours = metrics.precision_recall(x, y, k=k, block_size=64)
+    assert_same_counts(ours, quietly_prdc(x, y, k, capsys), len(x), len(y), k)
+    for name in METRICS:
+        assert abs(getattr(ours, name) - dense[name]) < 1e-6
+    np.testing.assert_allclose(ours.reference_radii, r_x, rtol=1e-5)
+    np.testing.assert_allclose(ours.realism, dense["realism"], rtol=1e-5)
+
+
+def test_identical_to_prdc_in_float64(capsys):
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(400, 16)), rng.normal(size=(330, 16)) * 0.9
+    with jax.enable_x64(True):
+        ours = metrics.precision_recall(x, y, k=5, block_size=128)
+    assert ours.reference_radii.dtype == np.float64
+    reference = quietly_prdc(x, y, 5, capsys)
+    for name in METRICS:
+        assert getattr(ours, name) == pytest.approx(reference[name], abs=1e-12), name
+
+
+def test_non_strict_and_realism_match_dense_reference(dense_metrics):
+    x, y = integer_grid_sets(seed=3)
+    for strict in (True, False):
+        with pytest.warns(UserWarning, match="zero k-NN radius"):
+            ours = metrics.precision_recall(x, y, k=1, strict=strict, block_size=64)
+        dense = dense_metrics(x, y, 1, strict=strict)
+        for name in METRICS:
+            assert abs(getattr(ours, name) - dense[name]) < 1e-6, (strict, name)
+        np.testing.assert_array_equal(ours.realism, dense["realism"].astype(np.float32))
+    # '<=' puts duplicates inside zero-radius balls: no metric can go down.
+    assert all(getattr(ours, n) >= dense_metrics(x, y, 1)[n] for n in METRICS)
+
+
+def test_results_do_not_depend_on_the_block_size():
+    x, y = integer_grid_sets(seed=4, n=130, m=97)
+    results = [metrics.precision_recall(x, y, k=3, block_size=b) for b in (7, 32, 97, 4096)]
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            np.testing.assert_array_equal(a, b)
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(130, 8)), rng.normal(size=(97, 8))
+    small, whole = (metrics.precision_recall(x, y, k=3, block_size=b) for b in (7, 4096))
+    assert small.summary() == whole.summary()
+    np.testing.assert_allclose(small.reference_radii, whole.reference_radii, rtol=1e-6)
+
+
+def test_kth_neighbour_radii_against_a_sort():
+    x = np.random.default_rng(6).normal(size=(50, 3)).astype(np.float32)
+    exact = np.sort(np.linalg.norm(x[:, None] - x[None], axis=-1), axis=1)
+    for k in (1, 4, 49):
+        radii = jax.jit(lambda p, k=k: kth_neighbour_radii(Blocks.of(p, 16), k))(x)
+        np.testing.assert_allclose(radii, exact[:, k], rtol=1e-5, atol=1e-6)
+
+
+def test_identical_sets_and_duplicates():
+    x = np.random.default_rng(7).normal(size=(60, 5)).astype(np.float32)
+    doubled = np.concatenate([x, x])
+    # Every point of `doubled` has a duplicate at distance exactly 0 (radius 0 when k = 1).
+    with pytest.warns(UserWarning, match="120 reference and 120 generated points"):
+        strict = metrics.precision_recall(doubled, doubled, k=1)
+    assert strict.summary() == dict.fromkeys(METRICS, 0.0)
+    with pytest.warns(UserWarning, match="hold only their duplicates"):
+        loose = metrics.precision_recall(doubled, doubled, k=1, strict=False)
+    assert loose.summary() == {"precision": 1, "recall": 1, "density": 2, "coverage": 1}
+    same = metrics.precision_recall(x, x, k=3)
+    assert same.precision == same.recall == same.coverage == 1.0
+
+
+def gaussian_modes(rng, modes, per_mode, spread):
+    centres = rng.normal(size=(modes, 16)) * 6
+    points = centres[:, None, :] + spread * rng.normal(size=(modes, per_mode, 16))
+    return centres, points.reshape(-1, 16)
+
+
+def test_mode_collapse_has_high_precision_and_low_recall():
+    rng = np.random.default_rng(8)
+    centres, reference = gaussian_modes(rng, modes=10, per_mode=40, spread=1.0)
+    collapsed = centres[:2, None, :] + 0.3 * rng.normal(size=(2, 200, 16))
+    result = metrics.precision_recall(reference, collapsed.reshape(-1, 16), k=5)
+    assert result.precision > 0.95
+    assert result.recall < 0.25
+    assert result.coverage < 0.25
+
+
+def test_outliers_lower_precision_but_not_recall():
+    rng = np.random.default_rng(9)
+    centres, reference = gaussian_modes(rng, modes=10, per_mode=40, spread=1.0)
+    covering = (centres[:, None, :] + rng.normal(size=(10, 40, 16))).reshape(-1, 16)
+    outliers = rng.normal(size=(100, 16)) * 6 + 40  # far from everything else
+    clean = metrics.precision_recall(reference, covering, k=5)
+    noisy = metrics.precision_recall(reference, np.concatenate([covering, outliers]), k=5)
+    assert clean.recall > 0.85 and clean.precision > 0.85
+    # The outliers fall in no reference ball and their own balls hold no reference point.
+    assert noisy.precision == pytest.approx(clean.precision * 400 / 500)
+    assert noisy.recall == clean.recall
+    assert noisy.coverage == clean.coverage
+    assert np.all(noisy.realism[400:] < 1)
+
+
+def test_published_gaussian_check():
+    """prdc's README: two samples of 10k points from N(0, I_1000), k = 5, give precision
+    0.477, recall 0.471, density 1.056, coverage 0.974. Tolerances are about four standard
+    deviations of the seed-to-seed spread measured at this size (benchmarks/metrics_prdc.py
+    --published-seeds): 0.005 for precision, recall, 0.003 for coverage, 0.03 for density."""
+    kx, ky = jax.random.split(jax.random.PRNGKey(0))
+    x = jax.random.normal(kx, (10_000, 1000))
+    y = jax.random.normal(ky, (10_000, 1000))
+    result = metrics.precision_recall(x, y, k=5, block_size=2048)
+    assert result.precision == pytest.approx(0.477, abs=0.02)
+    assert result.recall == pytest.approx(0.471, abs=0.02)
+    assert result.density == pytest.approx(1.056, abs=0.12)
+    assert result.coverage == pytest.approx(0.974, abs=0.012)
+
+
+def test_support_metrics_is_a_pure_jittable_function():
+    x, y = integer_grid_sets(seed=10, n=40, m=30)
+
+    @jax.jit
+    def precision_gap(a, b):
+        return (
+            metrics.support_metrics(a, b, k=2).precision
+            - metrics.support_metrics(b, a, k=2).precision
+        )
+
+    dense_gap = (
+        metrics.precision_recall(x, y, k=2).precision
+        - metrics.precision_recall(y, x, k=2).precision
+    )
+    assert float(precision_gap(jnp.asarray(x), jnp.asarray(y))) == pytest.approx(dense_gap)
+
+
+@pytest.mark.parametrize(
+    "reference,generated,kwargs,message",
+    [
+        (np.ones((10, 3)), np.ones((10, 4)), {}, "feature dimension 3, got 4"),
+        (
+            np.ones((5, 3)),
+            np.ones((10, 3)),
+            {},
+            r"reference needs at least k \+ 1 = 6 points, got 5",
+        ),
+        (np.ones((10, 3)), np.ones((2, 3)), {"k": 2}, "generated needs at least k . 1 = 3"),
+        (np.ones(10), np.ones((10, 3)), {}, "reference must be a 2-D array"),
+        (np.ones((10, 3)), np.ones((10, 3)), {"k": 0}, "k must be an integer >= 1, got 0"),
+        (np.ones((10, 3)), np.ones((10, 3)), {"k": 2.5}, "k must be an integer"),
+        (np.ones((10, 3)), np.ones((10, 3)), {"block_size": 0}, "block_size must be"),
+        (np.array([["a"] * 3] * 10), np.ones((10, 3)), {}, "must hold real numbers"),
+    ],
+)
+def test_value_errors(reference, generated, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        metrics.precision_recall(reference, generated, **kwargs)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_rows_are_rejected(bad):
+    y = np.ones((10, 3))
+    y[[2, 7], 1] = bad
+    with pytest.raises(
+        ValueError, match=r"generated must be finite, .* 2 rows \(first: \[2, 7\]\)"
+    ):
+        metrics.precision_recall(np.ones((10, 3)), y)
