@@ -6,7 +6,7 @@ rows); a pass over the pairs of blocks keeps only per-row accumulators, so memor
 and two points that are the same vector (equal ``ids``) are given exactly 0: the
 formula's rounding would otherwise turn a duplicate's distance into noise of order
 ``sqrt(eps) * ||a||``, and whether duplicates fall inside each other's balls is what
-``strict`` decides.
+``strict`` decides. Sets far from the origin are first shifted (``remove_common_offset``).
 """
 
 from __future__ import annotations
@@ -41,23 +41,28 @@ def row_ids(*sets: np.ndarray) -> tuple[np.ndarray, ...]:
 
 class Blocks:
     """A set of points cut into ``[num_blocks, block, d]`` with the squared norms and ids of
-    each row and the count ``n`` of real (unpadded) rows; a pytree with static ``n``."""
+    each row; a pytree whose static part is the count ``n`` of real (unpadded) rows and the
+    ``dtype`` distances are rounded to."""
 
-    def __init__(self, points: jax.Array, sq_norms: jax.Array, ids: jax.Array | None, n: int):
-        self.points, self.sq_norms, self.ids, self.n = points, sq_norms, ids, n
+    def __init__(self, points, sq_norms, ids, n: int, dtype: jnp.dtype):
+        self.points, self.sq_norms, self.ids, self.n, self.dtype = points, sq_norms, ids, n, dtype
 
     @classmethod
-    def of(cls, x: jax.Array, block: int, ids: jax.Array | None = None) -> Blocks:
-        """x: ``[n, d]``; ids: ``[n]`` or None (no duplicate handling)."""
+    def of(
+        cls, x: jax.Array, block: int, ids: jax.Array | None = None, accumulate: Any = None
+    ) -> Blocks:
+        """x: ``[n, d]``; ids: ``[n]`` or None (no duplicate handling). Squared distances
+        are computed in ``accumulate`` (default ``x.dtype``), then rounded to ``x.dtype``."""
         n, d = x.shape
         block = min(block, n)
         num = math.ceil(n / block)
         pad = num * block - n
         points = jnp.pad(x, ((0, pad), (0, 0))).reshape(num, block, d)
+        points = points.astype(accumulate or x.dtype)
         sq_norms = jnp.sum(points * points, axis=-1)
         if ids is not None:
             ids = jnp.pad(ids, (0, pad), constant_values=-1).reshape(num, block)
-        return cls(points, sq_norms, ids, n)
+        return cls(points, sq_norms, ids, n, x.dtype)
 
     @property
     def block(self) -> int:
@@ -77,14 +82,28 @@ class Blocks:
         return per_block.reshape(-1, *per_block.shape[2:])[: self.n]
 
     def tree_flatten(self):
-        return (self.points, self.sq_norms, self.ids), self.n
+        return (self.points, self.sq_norms, self.ids), (self.n, self.dtype)
 
     @classmethod
-    def tree_unflatten(cls, n, children):
-        return cls(*children, n)
+    def tree_unflatten(cls, static, children):
+        return cls(*children, *static)
 
 
 jax.tree_util.register_pytree_node_class(Blocks)
+
+
+def remove_common_offset(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``x [n, d]`` and ``y [m, d]`` shifted by the mean of their union when that mean is
+    farther from the origin than the points' RMS distance to it, else unchanged.
+
+    Distances do not change, but ``|a|^2 + |b|^2 - 2 a.b`` loses about
+    ``eps * |a|^2 / |a - b|^2`` to cancellation, which a large common offset would make
+    large; shifting only then keeps already centred data (and its exact arithmetic) as is.
+    """
+    mean = (jnp.sum(x, axis=0) + jnp.sum(y, axis=0)) / (len(x) + len(y))
+    spread = (jnp.sum((x - mean) ** 2) + jnp.sum((y - mean) ** 2)) / (len(x) + len(y))
+    shift = jnp.where(jnp.sum(mean**2) > spread, mean, 0).astype(x.dtype)
+    return x - shift, y - shift
 
 
 def distance_block(
@@ -94,14 +113,16 @@ def distance_block(
     b_sq: jax.Array,
     a_ids: jax.Array | None = None,
     b_ids: jax.Array | None = None,
+    dtype: Any = None,
 ) -> jax.Array:
     """Euclidean distances ``[p, q]`` between rows of ``a [p, d]`` and ``b [q, d]``.
 
-    ``a_sq [p]``, ``b_sq [q]`` are the squared row norms. ``sqrt(max(|a|^2 + |b|^2 - 2 a.b, 0))``
-    in the inputs' dtype; pairs with equal ids (the same vector) are exactly 0.
+    ``a_sq [p]``, ``b_sq [q]`` are the squared row norms. ``|a|^2 + |b|^2 - 2 a.b`` in the
+    inputs' dtype, rounded to ``dtype`` (default: the same), then ``sqrt(max(., 0))``; pairs
+    with equal ids (the same vector) are exactly 0.
     """
     sq = a_sq[:, None] + b_sq[None, :] - 2 * (a @ b.T)
-    dist = jnp.sqrt(jnp.maximum(sq, 0))
+    dist = jnp.sqrt(jnp.maximum(sq.astype(dtype or sq.dtype), 0))
     if a_ids is not None and b_ids is not None:
         dist = jnp.where(a_ids[:, None] == b_ids[None, :], 0, dist)
     return dist
@@ -129,7 +150,7 @@ def scan_block_pairs(
 
         def inner(row_state, col):
             col_index, b, b_sq, b_ids, col_block_state = col
-            dist = distance_block(a, a_sq, b, b_sq, a_ids, b_ids)
+            dist = distance_block(a, a_sq, b, b_sq, a_ids, b_ids, rows.dtype)
             valid = cols.valid(col_index)
             return step(row_state, col_block_state, dist, row_index, col_index, valid)
 
@@ -159,6 +180,6 @@ def kth_neighbour_radii(points: Blocks, k: int) -> jax.Array:
         merged = jnp.concatenate([smallest, dist], axis=1)
         return -jax.lax.top_k(-merged, k + 1)[0], None
 
-    init = jnp.full((points.block, k + 1), jnp.inf, points.points.dtype)
+    init = jnp.full((points.block, k + 1), jnp.inf, points.dtype)
     smallest, _ = scan_block_pairs(points, points, init, None, step)
     return points.unpad(smallest[..., k])

@@ -27,7 +27,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metrics.knn import DEFAULT_BLOCK_SIZE, Blocks, kth_neighbour_radii, row_ids, scan_block_pairs
+from metrics.knn import (
+    DEFAULT_BLOCK_SIZE,
+    Blocks,
+    kth_neighbour_radii,
+    remove_common_offset,
+    row_ids,
+    scan_block_pairs,
+)
 
 
 class PRDC(NamedTuple):
@@ -54,7 +61,7 @@ class PRDC(NamedTuple):
         }
 
 
-@functools.partial(jax.jit, static_argnames=("k", "strict", "block_size"))
+@functools.partial(jax.jit, static_argnames=("k", "strict", "block_size", "accumulate"))
 def support_metrics(
     reference: jax.Array,
     generated: jax.Array,
@@ -64,6 +71,7 @@ def support_metrics(
     k: int = 5,
     strict: bool = True,
     block_size: int = DEFAULT_BLOCK_SIZE,
+    accumulate: str | None = None,
 ) -> PRDC:
     """The metrics of the module docstring, blockwise (memory ``O((N + M) * d + block**2)``).
 
@@ -71,11 +79,16 @@ def support_metrics(
     both with at least ``k + 1`` finite rows. reference_ids ``[N]`` / generated_ids ``[M]``:
     optional ids equal exactly for identical vectors (``knn.row_ids``), making their
     distance exactly 0; without them duplicates are at whatever small distance rounding
-    gives. Returns a ``PRDC`` of arrays.
+    gives. ``accumulate="float64"`` (needs jax x64) computes squared distances in float64
+    before rounding them to the inputs' float32, as scikit-learn, and so ``prdc``, does.
+    Returns a ``PRDC`` of arrays.
     """
     dtype = jnp.promote_types(jnp.result_type(reference, generated), jnp.float32)
-    xs = Blocks.of(reference.astype(dtype), block_size, reference_ids)
-    ys = Blocks.of(generated.astype(dtype), block_size, generated_ids)
+    reference, generated = reference.astype(dtype), generated.astype(dtype)
+    if accumulate is None:  # with float64 accumulation, the raw coordinates as scikit-learn
+        reference, generated = remove_common_offset(reference, generated)
+    xs = Blocks.of(reference, block_size, reference_ids, accumulate)
+    ys = Blocks.of(generated, block_size, generated_ids, accumulate)
     x_radii = kth_neighbour_radii(xs, k)
     y_radii = kth_neighbour_radii(ys, k)
     inside = jnp.less if strict else jnp.less_equal
@@ -135,6 +148,7 @@ def precision_recall(
     k: int = 5,
     strict: bool = True,
     block_size: int = DEFAULT_BLOCK_SIZE,
+    prdc_rounding: bool = False,
 ) -> PRDC:
     """Precision, recall, density and coverage of ``generated`` against ``reference``.
 
@@ -144,6 +158,11 @@ def precision_recall(
     ``strict=True`` counts a point inside a ball when its distance is ``<`` the radius
     (identical to ``prdc``); ``strict=False`` uses ``<=``, which keeps exact duplicates
     inside each other's (zero-radius) balls. Warns when duplicates make radii zero.
+
+    In float32, a decision whose distance and radius agree to float32 rounding (~1e-7
+    relative) may go either way; ``prdc`` (scikit-learn) computes squared distances in
+    float64 and rounds them to float32, and ``prdc_rounding=True`` does the same (float64
+    dot products, about 2x slower) to take exactly its decisions on float32 inputs.
     Returns a ``PRDC`` of floats and numpy arrays.
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -167,9 +186,12 @@ def precision_recall(
     dtype = jax.dtypes.canonicalize_dtype(np.promote_types(np.result_type(x, y), np.float32))
     x, y = jnp.asarray(x, dtype), jnp.asarray(y, dtype)
     x_ids, y_ids = row_ids(np.asarray(x), np.asarray(y))
-    result = support_metrics(
-        x, y, x_ids, y_ids, k=int(k), strict=bool(strict), block_size=int(block_size)
-    )
+    settings = {"k": int(k), "strict": bool(strict), "block_size": int(block_size)}
+    if prdc_rounding and dtype == np.float32:
+        with jax.enable_x64(True):
+            result = support_metrics(x, y, x_ids, y_ids, **settings, accumulate="float64")
+    else:
+        result = support_metrics(x, y, x_ids, y_ids, **settings)
     result = PRDC(*(float(v) for v in result[:4]), *(np.asarray(v) for v in result[4:]))
     zero = {
         name: int(np.sum(radii == 0))

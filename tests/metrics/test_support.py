@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from prdc import compute_prdc
-from prdc.prdc import compute_nearest_neighbour_distances
+from prdc.prdc import compute_nearest_neighbour_distances, compute_pairwise_distance
 
 import metrics
 from metrics.knn import Blocks, kth_neighbour_radii
@@ -85,6 +85,41 @@ def test_identical_to_prdc_in_float64(capsys):
         assert getattr(ours, name) == pytest.approx(reference[name], abs=1e-12), name
 
 
+def test_prdc_rounding_takes_prdc_decisions_at_float32_ties(capsys):
+    """In d = 768, distances concentrate and prdc's own float32 distances hit exact ties
+    with radii; only prdc's rounding (float64 squares rounded to float32) reproduces them."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(700, 768)).astype(np.float32)
+    y = rng.normal(size=(600, 768)).astype(np.float32)
+    k = 3
+    r_x = compute_nearest_neighbour_distances(x, k)
+    assert np.sum(compute_pairwise_distance(x, y) == r_x[:, None]) >= 1  # a tie exists
+    reference = quietly_prdc(x, y, k, capsys)
+    rounded = metrics.precision_recall(x, y, k=k, prdc_rounding=True)
+    assert_same_counts(rounded, reference, len(x), len(y), k)
+    np.testing.assert_array_equal(rounded.reference_radii, r_x)
+    # Plain float32 may take the few tied decisions the other way (documented).
+    plain = metrics.precision_recall(x, y, k=k)
+    for name in METRICS:
+        assert abs(getattr(plain, name) - reference[name]) <= 3 / (k * len(y)), name
+
+
+def test_a_large_common_offset_does_not_cost_precision(dense_metrics):
+    rng = np.random.default_rng(11)
+    x = (rng.normal(size=(200, 16)) + 300).astype(np.float32)
+    y = (1.1 * rng.normal(size=(150, 16)) + 300.2).astype(np.float32)
+    dense = dense_metrics(x, y, 3)
+    d, r_x = dense["distances"], dense["reference_radii"]
+    assert np.min(np.abs(d - r_x[:, None]) / r_x[:, None]) > 1e-5  # well-posed decisions
+    # Without the shift, float32 cancellation is of the order of the margins themselves.
+    raw = kth_neighbour_radii(Blocks.of(jnp.asarray(x), 64), 3)
+    assert np.max(np.abs(np.asarray(raw) / r_x - 1)) > 1e-4
+    ours = metrics.precision_recall(x, y, k=3)
+    for name in METRICS:
+        assert abs(getattr(ours, name) - dense[name]) < 1e-6, name
+    np.testing.assert_allclose(ours.reference_radii, r_x, rtol=1e-6)
+
+
 def test_non_strict_and_realism_match_dense_reference(dense_metrics):
     x, y = integer_grid_sets(seed=3)
     for strict in (True, False):
@@ -100,15 +135,16 @@ def test_non_strict_and_realism_match_dense_reference(dense_metrics):
 
 def test_results_do_not_depend_on_the_block_size():
     x, y = integer_grid_sets(seed=4, n=130, m=97)
-    results = [metrics.precision_recall(x, y, k=3, block_size=b) for b in (7, 32, 97, 4096)]
+    results = [metrics.precision_recall(x, y, k=3, block_size=b) for b in (7, 32, 4096)]
     for other in results[1:]:
         for a, b in zip(results[0], other, strict=True):
             np.testing.assert_array_equal(a, b)
     rng = np.random.default_rng(5)
-    x, y = rng.normal(size=(130, 8)), rng.normal(size=(97, 8))
+    x, y = rng.normal(size=x.shape), rng.normal(size=y.shape)
     small, whole = (metrics.precision_recall(x, y, k=3, block_size=b) for b in (7, 4096))
     assert small.summary() == whole.summary()
     np.testing.assert_allclose(small.reference_radii, whole.reference_radii, rtol=1e-6)
+    np.testing.assert_allclose(small.realism, whole.realism, rtol=1e-6)
 
 
 def test_kth_neighbour_radii_against_a_sort():

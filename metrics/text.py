@@ -1,0 +1,97 @@
+"""Precision and recall of generated text against human text: embed, pre-process, k-NN.
+
+The pipeline of "Exploring Precision and Recall to assess the quality and diversity of
+LLMs" (Le Bronnec et al., ACL 2024): the sets are truncated to equal size, each text is
+embedded by ``embed_fn``, the embeddings are L2-normalised and projected by a PCA fitted
+on the union, then ``support.precision_recall`` compares them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from metrics.embeddings import EmbedFn, embedder
+from metrics.knn import DEFAULT_BLOCK_SIZE
+from metrics.preprocess import preprocess, truncate_to_equal_size
+from metrics.support import PRDC, precision_recall
+
+
+def embed_texts(
+    texts: Sequence[str],
+    embed_fn: EmbedFn,
+    batch_size: int = 256,
+    progress: bool = True,
+    desc: str = "embedding",
+) -> np.ndarray:
+    """``embed_fn`` applied to ``texts`` in batches of ``batch_size``: ``[n, dim]`` float."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size}")
+    batches = []
+    for start in tqdm(
+        range(0, len(texts), batch_size), desc=desc, unit="batch", disable=not progress
+    ):
+        batch = np.asarray(embed_fn(list(texts[start : start + batch_size])))
+        if batch.ndim != 2 or len(batch) != len(texts[start : start + batch_size]):
+            raise ValueError(
+                f"embed_fn must return one row per text, [{len(texts[start : start + batch_size])}"
+                f", dim], got shape {batch.shape}"
+            )
+        batches.append(batch)
+    if not batches:
+        raise ValueError("texts must not be empty")
+    return np.concatenate(batches)
+
+
+def text_precision_recall(
+    reference_texts: Sequence[str],
+    generated_texts: Sequence[str],
+    embed_fn: EmbedFn | None = None,
+    *,
+    k: int = 5,
+    strict: bool = True,
+    normalise: bool = True,
+    explained_variance: float | None = 0.9,
+    equal_size: bool = True,
+    key: jax.Array | None = None,
+    batch_size: int = 256,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    progress: bool = True,
+) -> PRDC:
+    """Precision, recall, density and coverage of ``generated_texts`` against the human
+    ``reference_texts``.
+
+    embed_fn: list of texts -> ``[n, dim]`` (default: all-MiniLM-L6-v2, see ``embeddings``).
+    equal_size truncates the larger set to the smaller's size, chosen with ``key`` (needed
+    when the sizes differ) before anything is embedded; ``normalise`` and
+    ``explained_variance`` (None: no PCA) are the pre-processing steps of
+    ``preprocess.preprocess``; ``k``, ``strict`` and ``block_size`` go to
+    ``precision_recall``.
+    """
+    reference_texts, generated_texts = list(reference_texts), list(generated_texts)
+    if equal_size and len(reference_texts) != len(generated_texts):
+        if key is None:
+            raise ValueError(
+                f"equal_size=True with {len(reference_texts)} reference and "
+                f"{len(generated_texts)} generated texts needs a jax.random key, got None"
+            )
+        keep_ref, keep_gen = truncate_to_equal_size(
+            jnp.arange(len(reference_texts)), jnp.arange(len(generated_texts)), key
+        )
+        reference_texts = [reference_texts[i] for i in np.asarray(keep_ref)]
+        generated_texts = [generated_texts[i] for i in np.asarray(keep_gen)]
+    embed_fn = embedder("minilm") if embed_fn is None else embed_fn
+    reference = embed_texts(reference_texts, embed_fn, batch_size, progress, "reference")
+    generated = embed_texts(generated_texts, embed_fn, batch_size, progress, "generated")
+    reference, generated = preprocess(
+        reference,
+        generated,
+        normalise=normalise,
+        explained_variance=explained_variance,
+        equal_size=False,
+    )
+    return precision_recall(reference, generated, k=k, strict=strict, block_size=block_size)
