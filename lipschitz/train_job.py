@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +209,6 @@ def train_certified(
     data = load_digits(config.image_size, seed=0)
     model, optimizer, state = build(config)
     train_step, eval_step = training.make_train_step(make_loss_fn(model, config), optimizer)
-    start = time.perf_counter()
     result = training.fit(
         state,
         train_step,
@@ -227,14 +225,13 @@ def train_certified(
         progress=progress,
         desc=f"digits {config.image_size}x{config.image_size} SR T={config.iters}",
     )
-    seconds = time.perf_counter() - start
     images, labels = _test_arrays(data)
     logits = predict(model, result.state.params, images)
     curve_radii = np.linspace(0.0, max(config.radii) * 1.5, 61)
     curve = np.asarray(certified_accuracy(logits, labels, curve_radii))
     at_radii = np.asarray(certified_accuracy(logits, labels, np.asarray(config.radii)))
     certified = {f"{r:g}": float(a) for r, a in zip(config.radii, at_radii, strict=True)}
-    results = {
+    fields = {
         "task": "certified-digits",
         "image_size": config.image_size,
         "iters": config.iters,
@@ -242,15 +239,11 @@ def train_certified(
         "clean_accuracy": float(np.mean(np.argmax(logits, -1) == labels)),
         "certified_accuracy": certified,
         "median_certified_radius": float(np.median(certified_radii(logits, labels))),
-        "parameters": runs.count_params(result.state.params),
-        "steps": config.num_steps,
-        "train_seconds": seconds,
-        "peak_memory_mb": runs.peak_memory_mb(),
     }
-    runs.write_results(run_dir, results)
-    training.plot_curves(
-        result.history,
-        run_dir / "loss_curve.png",
+    results = runs.finish_run(
+        run_dir,
+        result,
+        fields,
         metrics=("loss", "accuracy", _metric_name(config.radii[len(config.radii) // 2])),
         log_scale=False,
         title=f"digits: LipschitzConvNet, SR T={config.iters}",

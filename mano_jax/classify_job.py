@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from typing import Any
 
 import jax.numpy as jnp
@@ -103,7 +102,6 @@ def train_classifier(
     run_dir = runs.prepare_run_dir(run_dir, dataclasses.asdict(config))
     model, optimizer, state = build(config, data)
     train_step, eval_step = training.make_train_step(_loss_fn(model), optimizer)
-    start = time.perf_counter()
     result = training.fit(
         state,
         train_step,
@@ -118,29 +116,23 @@ def train_classifier(
         progress=progress,
         desc=f"{config.dataset} {config.model}/{config.preset}",
     )
-    seconds = time.perf_counter() - start
     final = [r for r in result.history if r["split"] == "eval"][-1]
-    results = {
+    fields = {
         "task": "classify",
         "model": config.model,
         "preset": config.preset,
         "dataset": config.dataset,
         "test_accuracy": final["accuracy"],
         "test_loss": final["loss"],
-        "parameters": runs.count_params(result.state.params),
-        "steps": config.num_steps,
-        "train_seconds": seconds,
-        "peak_memory_mb": runs.peak_memory_mb(),
     }
-    runs.write_results(run_dir, results)
-    training.plot_curves(
-        result.history,
-        run_dir / "loss_curve.png",
+    return runs.finish_run(
+        run_dir,
+        result,
+        fields,
         metrics=("loss", "accuracy"),
         log_scale=False,
         title=f"{config.dataset}: {config.model}/{config.preset}",
     )
-    return results
 
 
 def evaluate_classifier_run(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +194,6 @@ def train_darcy(
     test_data = training.make_loader(
         training.ArraySource(a=a_test, u=u_test), 20, shuffle=False, num_epochs=1
     )
-    start = time.perf_counter()
     result = training.fit(
         state,
         train_step,
@@ -210,24 +208,19 @@ def train_darcy(
         progress=progress,
         desc=f"darcy {config.model}/{config.preset} r{config.resolution}",
     )
-    seconds = time.perf_counter() - start
     params = jax.device_get(result.state.params)
     test_l2, preds = evaluate_operator(predict, params, a_test, u_test)
-    results = {
+    fields = {
         "task": "darcy",
         "model": config.model,
         "preset": config.preset,
         "resolution": config.resolution,
         "test_relative_l2": test_l2,
-        "parameters": runs.count_params(params),
-        "steps": config.num_steps,
-        "train_seconds": seconds,
-        "peak_memory_mb": runs.peak_memory_mb(),
     }
-    runs.write_results(run_dir, results)
-    training.plot_curves(
-        result.history,
-        run_dir / "loss_curve.png",
+    results = runs.finish_run(
+        run_dir,
+        result,
+        fields,
         title=f"Darcy r{config.resolution}: {config.model}/{config.preset} (relative L2)",
     )
     plot_samples(a_test, u_test, preds, run_dir / "samples.png")

@@ -14,6 +14,7 @@ import numpy as np
 import training
 
 CONFIG_FILE = "config.json"
+LOSS_CURVE_FILE = "loss_curve.png"
 RESULTS_FILE = "results.json"
 
 
@@ -101,8 +102,33 @@ def restore_state(run_dir: str | os.PathLike, template: training.TrainState):
         ckpt.close()
 
 
-def write_results(run_dir: str | os.PathLike, results: dict[str, Any]) -> None:
+def finish_run(
+    run_dir: str | os.PathLike,
+    result: training.FitResult,
+    fields: dict[str, Any],
+    *,
+    title: str,
+    metrics: tuple[str, ...] = ("loss",),
+    log_scale: bool = True,
+) -> dict[str, Any]:
+    """Write ``results.json`` (``fields`` plus parameter count, steps, training seconds
+    and peak memory) and ``loss_curve.png`` for a finished ``fit``; returns the results."""
+    results = {
+        **fields,
+        "parameters": count_params(result.state.params),
+        "steps": int(result.state.step),
+        "train_seconds": result.seconds,
+        "peak_memory_mb": peak_memory_mb(),
+    }
     (Path(run_dir) / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    training.plot_curves(
+        result.history,
+        Path(run_dir) / LOSS_CURVE_FILE,
+        metrics=metrics,
+        log_scale=log_scale,
+        title=title,
+    )
+    return results
 
 
 def count_params(params: Any) -> int:

@@ -39,10 +39,12 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclasses.dataclass
 class FitResult:
-    """The final state and the records written to the metrics log."""
+    """The final state, the records written to the metrics log, and the wall-clock
+    seconds this call took (compilation included; a resumed run counts its own part)."""
 
     state: TrainState
     history: list[dict[str, Any]]
+    seconds: float
 
 
 def _batch_size(batch: Any) -> int:
@@ -156,6 +158,7 @@ def fit(
         bar.write(f"step {step}: " + ", ".join(f"eval_{k}={v:.4g}" for k, v in metrics.items()))
 
     start = int(state.step)
+    clock = time.perf_counter()
     bar = tqdm(total=num_steps, initial=start, desc=desc, disable=not progress, dynamic_ncols=True)
     window: dict[str, float] = {}
     window_steps = window_examples = 0
@@ -195,4 +198,4 @@ def fit(
         bar.close()
         if ckpt is not None:
             ckpt.close()
-    return FitResult(state=state, history=history)
+    return FitResult(state=state, history=history, seconds=time.perf_counter() - clock)
