@@ -34,19 +34,25 @@ PUBLISHED = {"precision": 0.477, "recall": 0.471, "density": 1.056, "coverage": 
 METRICS = tuple(PUBLISHED)
 
 
-def child(contender: str, n: int, dim: int, seed: int) -> None:
-    """Runs in the fresh process: make the data, run one contender, print a JSON line."""
+def child(contender: str, n: int, dim: int, seed: int, limit_gib: float) -> None:
+    """Runs in the fresh process: limit its address space (if ``limit_gib`` > 0), make the
+    data, run one contender, print a JSON line."""
     import numpy as np
+
+    if limit_gib > 0:
+        size = int(limit_gib * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (size, size))
 
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, dim)).astype(np.float32)
     y = rng.normal(size=(n, dim)).astype(np.float32)
     result: dict = {}
     start = time.perf_counter()
-    if contender == "ours":
+    if contender.startswith("ours"):
         import metrics
 
-        result = metrics.precision_recall(x, y, k=K).summary()
+        rounding = contender == "ours-prdc-rounding"
+        result = metrics.precision_recall(x, y, k=K, prdc_rounding=rounding).summary()
     elif contender == "prdc":
         import contextlib
         import io
@@ -63,18 +69,9 @@ def child(contender: str, n: int, dim: int, seed: int) -> None:
     print(json.dumps({"seconds": seconds, "peak_gib": peak_gib, **result}))
 
 
-def run_fresh(contender: str, n: int, dim: int, seed: int, limit_gib: float | None) -> dict:
-    def limit():
-        if limit_gib is not None:
-            size = int(limit_gib * 2**30)
-            resource.setrlimit(resource.RLIMIT_AS, (size, size))
-
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", contender, str(n), str(dim), str(seed)],
-        capture_output=True,
-        text=True,
-        preexec_fn=limit,
-    )
+def run_fresh(contender: str, n: int, dim: int, seed: int, limit_gib: float = 0) -> dict:
+    command = [sys.executable, __file__, "--child", contender, str(n), str(dim), str(seed)]
+    out = subprocess.run([*command, str(limit_gib)], capture_output=True, text=True)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if out.returncode or not lines:
         tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
@@ -92,7 +89,18 @@ def row(*cells) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def scaling(sizes: list[int], limit_gib: float) -> None:
+def decisions_apart(a: dict, b: dict, n: int) -> int:
+    """How many single decisions (a point in or out of a ball) separate two results on
+    N = M = n points: a flip moves precision, recall or coverage by 1/n, density by 1/(k n)."""
+    steps = {"precision": 1 / n, "recall": 1 / n, "coverage": 1 / n, "density": 1 / (K * n)}
+    return sum(round(abs(a[m] - b[m]) / step) for m, step in steps.items())
+
+
+def cell(result: dict, key: str, fmt: str) -> str:
+    return result["error"] if "error" in result else format(result[key], fmt)
+
+
+def scaling(sizes: list[int], limit_gib: float, rounding_up_to: int) -> None:
     print(f"\n### Scaling: N = M points, d = {DIM}, k = {K}, float32, one fresh process each\n")
     print(
         row(
@@ -103,36 +111,42 @@ def scaling(sizes: list[int], limit_gib: float) -> None:
             "prdc s",
             "prdc peak GiB",
             "prdc N x N arrays GiB",
-            "time ratio",
-            "peak ratio",
-            "same metrics",
+            "prdc / ours time",
+            "prdc / ours peak",
+            "decisions apart from prdc: ours / ours with prdc_rounding (s)",
         )  # fmt: skip
     )
     print(row(*["---"] * 10))
     for n in sizes:
-        baseline = run_fresh("none", n, DIM, 0, None)
-        ours = run_fresh("ours", n, DIM, 0, None)
+        baseline = run_fresh("none", n, DIM, 0)
+        ours = run_fresh("ours", n, DIM, 0)
         needs = prdc_matrix_gib(n)
-        limited = needs > limit_gib
-        prdc = run_fresh("prdc", n, DIM, 0, limit_gib if limited else None)
-        prdc_ok = "error" not in prdc and "error" not in ours
-        same = (
-            all(abs(ours[m] - prdc[m]) < 1e-6 for m in METRICS) if prdc_ok else "-"
-        )  # a decision flipped would move a metric by >= 1 / (k N) = 4e-6 at 50k
+        limited = limit_gib if needs > limit_gib else 0
+        prdc = run_fresh("prdc", n, DIM, 0, limited)
+        both = "error" not in prdc and "error" not in ours
+        apart = "-"
+        if both:
+            apart = str(decisions_apart(ours, prdc, n))
+            if n <= rounding_up_to:
+                rounded = run_fresh("ours-prdc-rounding", n, DIM, 0)
+                apart += (
+                    f" / {decisions_apart(rounded, prdc, n)} ({cell(rounded, 'seconds', '.1f')})"
+                )
+        prdc_time = cell(prdc, "seconds", ".1f")
+        if "error" in prdc and limited:
+            prdc_time = f"fails under RLIMIT_AS = {limited:g} GiB: {prdc['error']}"
         print(
             row(
                 n,
                 f"{baseline['peak_gib']:.2f}",
-                f"{ours['seconds']:.1f}" if "error" not in ours else ours["error"],
-                f"{ours.get('peak_gib', math.nan):.2f}",
-                f"{prdc['seconds']:.1f}"
-                if prdc_ok
-                else f"fails under RLIMIT_AS {limit_gib:g} GiB ({prdc['error']})",
-                f"{prdc['peak_gib']:.2f}" if prdc_ok else "-",
+                cell(ours, "seconds", ".1f"),
+                cell(ours, "peak_gib", ".2f"),
+                prdc_time,
+                cell(prdc, "peak_gib", ".2f") if "error" not in prdc else "-",
                 f"{needs:.1f}",
-                f"{prdc['seconds'] / ours['seconds']:.1f}x" if prdc_ok else "-",
-                f"{prdc['peak_gib'] / ours['peak_gib']:.1f}x" if prdc_ok else "-",
-                same,
+                f"{prdc['seconds'] / ours['seconds']:.1f}x" if both else "-",
+                f"{prdc['peak_gib'] / ours['peak_gib']:.1f}x" if both else "-",
+                apart,
             ),
             flush=True,
         )
@@ -187,16 +201,19 @@ def published(seeds: int) -> None:
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
         contender, n, dim, seed = sys.argv[2], *map(int, sys.argv[3:6])
-        child(contender, n, dim, seed)
+        child(contender, n, dim, seed, float(sys.argv[6]))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[5000, 20000, 50000])
     parser.add_argument("--published-seeds", type=int, default=1)
     parser.add_argument("--prdc-limit-gib", type=float, default=12.0)
+    parser.add_argument(
+        "--rounding-up-to", type=int, default=20000, help="largest N to run prdc_rounding at"
+    )
     args = parser.parse_args()
     print(machine_line())
     if args.sizes:
-        scaling(args.sizes, args.prdc_limit_gib)
+        scaling(args.sizes, args.prdc_limit_gib, args.rounding_up_to)
     if args.published_seeds:
         published(args.published_seeds)
 

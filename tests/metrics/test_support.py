@@ -202,17 +202,18 @@ def test_outliers_lower_precision_but_not_recall():
 
 def test_published_gaussian_check():
     """prdc's README: two samples of 10k points from N(0, I_1000), k = 5, give precision
-    0.477, recall 0.471, density 1.056, coverage 0.974. Tolerances are about four standard
-    deviations of the seed-to-seed spread measured at this size (benchmarks/metrics_prdc.py
-    --published-seeds): 0.005 for precision, recall, 0.003 for coverage, 0.03 for density."""
+    0.477, recall 0.471, density 1.056, coverage 0.974. Over 5 seeds at this size
+    (benchmarks/metrics_prdc.py) ours gave 0.476 +- 0.010, 0.481 +- 0.008, 0.98 +- 0.038,
+    0.968 +- 0.004 (mean +- std): the tolerances are 3 standard deviations of the
+    difference of two independent samples, 3 * sqrt(2) * std."""
     kx, ky = jax.random.split(jax.random.PRNGKey(0))
     x = jax.random.normal(kx, (10_000, 1000))
     y = jax.random.normal(ky, (10_000, 1000))
-    result = metrics.precision_recall(x, y, k=5, block_size=2048)
-    assert result.precision == pytest.approx(0.477, abs=0.02)
-    assert result.recall == pytest.approx(0.471, abs=0.02)
-    assert result.density == pytest.approx(1.056, abs=0.12)
-    assert result.coverage == pytest.approx(0.974, abs=0.012)
+    result = metrics.precision_recall(x, y, k=5)
+    assert result.precision == pytest.approx(0.477, abs=0.042)
+    assert result.recall == pytest.approx(0.471, abs=0.034)
+    assert result.density == pytest.approx(1.056, abs=0.16)
+    assert result.coverage == pytest.approx(0.974, abs=0.018)
 
 
 def test_support_metrics_is_a_pure_jittable_function():
