@@ -189,8 +189,9 @@ def soft_certificate(
 
 
 def plug_in(selection: NoiseStatistics, num: int) -> NoiseStatistics:
-    """What ``num`` estimation samples would show if they had the selection frequencies."""
-    votes = np.minimum(np.rint(selection.votes * (num / selection.num)), num).astype(np.int64)
+    """What ``num`` estimation samples would show if they had the selection frequencies
+    (rounded down, so the counts never add up to more than ``num``)."""
+    votes = np.floor(selection.votes * (num / selection.num)).astype(np.int64)
     return NoiseStatistics(num, votes, selection.mean, selection.cov)
 
 

@@ -13,26 +13,32 @@ certificates are computed from the very same samples: Cohen et al.'s, ``R_multi`
 Lipschitz-aware one (``L = 1`` for the logits, so ``softmax(z / t)`` scores are
 ``1 / (2 t)``-Lipschitz and ``sparsemax(z / t)`` ones ``1 / t``-Lipschitz). Written to
 ``run_dir``: ``certify_<method>.tsv`` (Cohen's columns ``idx label predict radius correct
-time``, where ``time`` is that example's shared sampling time plus the certificate's own),
-``certified_accuracy.png`` (certified accuracy against radius, one curve per certificate)
-and ``certify.json`` (settings, certified accuracy at ``radii``, timings).
+time``, ``predict`` -1 for an abstention, ``time`` as Cohen's ``h:mm:ss.ffffff``: the
+example's shared sampling time plus the certificate's own),
+``certified_accuracy.png`` (certified accuracy against radius, one curve per certificate,
+and the unsmoothed network's own margin certificate for reference) and ``certify.json``
+(settings, certified accuracy at ``radii``, timings).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
 import training
+from lipschitz.certify import certified_radii
 from lipschitz.train_job import TrainConfig, _eval_batch_size, build, make_loss_fn
 from mano_jax import runs
 from mano_jax.images import load_digits
@@ -41,7 +47,13 @@ from smoothing.simplex import SimplexMap
 from smoothing.smoothed import DEFAULT_MAPS, sample_certification
 
 CERTIFICATES = ("cohen", "multi", "lipschitz")
-LABELS = {"cohen": "Cohen et al.", "multi": "R_multi", "lipschitz": "Lipschitz-aware"}
+LABELS = {
+    "cohen": "Cohen et al.",
+    "multi": "R_multi",
+    "combined": "Cohen or R_multi",
+    "lipschitz": "Lipschitz-aware",
+    "base": "base network, no smoothing",
+}
 RESULTS_FILE = "certify.json"
 PLOT_FILE = "certified_accuracy.png"
 TSV_HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
@@ -157,13 +169,21 @@ def certified_accuracy(records: list[dict[str, Any]], radii) -> np.ndarray:
     return np.array([np.mean(correct & (radius >= r)) for r in radii])
 
 
+def base_certified_accuracy(logits: np.ndarray, labels: np.ndarray, radii) -> np.ndarray:
+    """The unsmoothed 1-Lipschitz network's own certificate, for reference: correct with
+    logit margin ``/ sqrt 2 >= r`` (``lipschitz.certify``)."""
+    radius = np.asarray(certified_radii(jnp.asarray(logits), jnp.asarray(labels)))
+    correct = logits.argmax(-1) == labels
+    return np.array([np.mean(correct & (radius >= r)) for r in radii])
+
+
 def _write_tsv(path: Path, records: list[dict[str, Any]]) -> None:
     with open(path, "w") as out:
         out.write(TSV_HEADER)
         for r in records:
             out.write(
                 f"{r['idx']}\t{r['label']}\t{r['predict']}\t{r['radius']:.6g}\t"
-                f"{int(r['correct'])}\t{r['time']:.4f}\n"
+                f"{int(r['correct'])}\t{datetime.timedelta(seconds=r['time'])}\n"
             )
 
 
@@ -175,7 +195,8 @@ def _plot(curves: dict[str, np.ndarray], radii: np.ndarray, path: Path, title: s
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for name, accuracy in curves.items():
-        ax.plot(radii, accuracy, label=LABELS[name])
+        style = {"linestyle": "--", "color": "gray"} if name == "base" else {}
+        ax.plot(radii, accuracy, label=LABELS[name], **style)
     ax.set_xlabel("L2 radius (input units, pixels in [-1, 1])")
     ax.set_ylabel("certified accuracy")
     ax.set_ylim(0, 1)
@@ -194,16 +215,17 @@ def certify_test_set(
     labels: np.ndarray,
     settings: CertifySettings,
     *,
+    methods: Sequence[str] = CERTIFICATES,
     progress: bool = True,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Certify ``images`` with the three certificates on shared samples; per certificate
-    one record per image (``idx label predict radius correct time method``)."""
+    """Certify ``images`` with each of ``methods`` on shared samples; per method one record
+    per image (``idx label predict radius correct time method``)."""
 
     def logits_fn(p, xs):
         return model.apply(p, xs)
 
     root = jax.random.PRNGKey(settings.seed)
-    records: dict[str, list[dict[str, Any]]] = {name: [] for name in CERTIFICATES}
+    records: dict[str, list[dict[str, Any]]] = {name: [] for name in methods}
     bar = tqdm(range(len(images)), desc="certify", disable=not progress, dynamic_ncols=True)
     for idx in bar:
         start = time.perf_counter()
@@ -219,7 +241,7 @@ def certify_test_set(
             maps=settings.maps,
         )
         sampled = time.perf_counter() - start
-        for name in CERTIFICATES:
+        for name in methods:
             begin = time.perf_counter()
             cert = certificate(
                 selection,
@@ -243,7 +265,7 @@ def certify_test_set(
                 }
             )
         bar.set_postfix(
-            {name: f"{np.mean([r['correct'] for r in records[name]]):.2f}" for name in CERTIFICATES}
+            {name: f"{np.mean([r['correct'] for r in records[name]]):.2f}" for name in methods}
         )
     bar.close()
     return records
@@ -265,7 +287,8 @@ def run_certify(
     items = [data.test[i] for i in range(count)]
     images = np.stack([x["image"] for x in items])
     labels = np.array([x["label"] for x in items])
-    clean = np.asarray(jax.jit(model.apply)(params, images)).argmax(-1) == labels
+    logits = np.asarray(jax.jit(model.apply)(params, images))
+    clean = logits.argmax(-1) == labels
     start = time.perf_counter()
     records = certify_test_set(model, params, images, labels, settings, progress=progress)
     seconds = time.perf_counter() - start
@@ -273,6 +296,7 @@ def run_certify(
         _write_tsv(run_dir / f"certify_{name}.tsv", rows)
     curve_radii = np.linspace(0.0, max(1.5, max(settings.radii)), 121)
     curves = {name: certified_accuracy(rows, curve_radii) for name, rows in records.items()}
+    curves["base"] = base_certified_accuracy(logits, labels, curve_radii)
     _plot(
         curves,
         curve_radii,
@@ -288,6 +312,14 @@ def run_certify(
         "train_sigma": train_sigma,
         "examples": count,
         "clean_accuracy": float(clean.mean()),
+        "base_certified_accuracy": {
+            f"{r:g}": float(a)
+            for r, a in zip(
+                settings.radii,
+                base_certified_accuracy(logits, labels, settings.radii),
+                strict=True,
+            )
+        },
         "certified_accuracy": {
             name: {
                 f"{r:g}": float(a)
@@ -297,7 +329,7 @@ def run_certify(
             }
             for name, rows in records.items()
         },
-        "mean_radius": {
+        "average_certified_radius": {
             name: float(np.mean([r["radius"] * r["correct"] for r in rows]))
             for name, rows in records.items()
         },

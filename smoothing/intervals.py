@@ -40,12 +40,13 @@ def _check_counts(count, n) -> tuple[np.ndarray, np.ndarray]:
 
 
 def clopper_pearson_lower(count, n, alpha: float) -> np.ndarray:
-    """One-sided lower bound at level ``1 - alpha``; ``count``, ``n`` broadcast -> float64."""
+    """One-sided lower bound at level ``1 - alpha``; ``count``, ``n`` broadcast -> float64
+    (a scalar for scalar input)."""
     alpha = check_alpha(alpha)
     count, n = _check_counts(count, n)
     with np.errstate(invalid="ignore"):
         lower = stats.beta.ppf(alpha, count, n - count + 1)
-    return np.where(count == 0, 0.0, lower)
+    return np.where(count == 0, 0.0, lower)[()]  # a scalar for scalar input
 
 
 def clopper_pearson_upper(count, n, alpha: float) -> np.ndarray:
@@ -54,7 +55,7 @@ def clopper_pearson_upper(count, n, alpha: float) -> np.ndarray:
     count, n = _check_counts(count, n)
     with np.errstate(invalid="ignore"):
         upper = stats.beta.isf(alpha, count + 1, n - count)
-    return np.where(count == n, 1.0, upper)
+    return np.where(count == n, 1.0, upper)[()]
 
 
 def clopper_pearson(count, n, alpha: float) -> tuple[np.ndarray, np.ndarray]:

@@ -197,3 +197,21 @@ def test_predict_argument_errors(linear_params, kwargs, match):
     arguments = {"sigma": SIGMA, "n": 10, **kwargs}
     with pytest.raises(ValueError, match=match):
         smoothing.predict(linear, linear_params, jnp.zeros(DIM), jax.random.PRNGKey(0), **arguments)
+
+
+def test_lipschitz_certificate_goes_past_the_sample_size_cap(linear_params):
+    """n samples cap Cohen's radius at sigma Phi^-1(alpha ** (1 / n)) (1.10 for n = 500);
+    the margin radius of a Lipschitz score is not capped that way. Far from the boundary
+    the Lipschitz-aware certificate goes further, still within the exact radius."""
+    x = jnp.asarray(3.0 * np.asarray(linear_params["w"]) / 2.0, jnp.float32)
+    _, exact = _exact_radius(linear_params, x)
+    key = jax.random.PRNGKey(6)
+    # The logit is w.x + b = 6 here: a temperature above it keeps both classes in
+    # sparsemax's support, where the margin is not saturated.
+    maps = (SimplexMap("sparsemax", 8.0),)
+    common = {"sigma": SIGMA, "n": 500, "maps": maps, "lipschitz": 2.0}
+    cohen = smoothing.certify(linear, linear_params, x, key, method="cohen", **common)
+    aware = smoothing.certify(linear, linear_params, x, key, method="lipschitz", **common)
+    cap = SIGMA * stats.norm.ppf(0.001 ** (1 / 500))
+    assert cohen.radius <= cap + 1e-12
+    assert "margin" in aware.method and 1.3 * cap < aware.radius <= exact
