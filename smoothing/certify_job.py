@@ -304,9 +304,9 @@ def run_certify(
         f"digits, {count} test images, sigma {settings.sigma:g}, n {settings.n}, "
         f"alpha {settings.alpha:g}",
     )
-    chosen = {}
-    for rows in records["lipschitz"]:
-        chosen[rows["method"]] = chosen.get(rows["method"], 0) + 1
+    chosen: dict[str, int] = {}
+    for row in records["lipschitz"]:
+        chosen[row["method"]] = chosen.get(row["method"], 0) + 1
     results = {
         "settings": settings.as_json(),
         "train_sigma": train_sigma,

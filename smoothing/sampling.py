@@ -7,9 +7,7 @@ for every soft simplex map, the mean and the centred second moment of the mapped
 Noise, model and statistics of a batch are one ``jax.jit``-compiled function (one key per
 batch, split from ``key``); all batches are dispatched before any result is read back,
 and the per-batch moments are merged on the host in float64 (Chan et al.'s pairwise
-update), which keeps the variance accurate when it is tiny next to the mean. (A
-``lax.scan`` over the batches would save the per-batch dispatch, but on CPU XLA runs the
-convolutions of a loop body on a slower path, and the dispatch is not the bottleneck.)
+update), which keeps the variance accurate when it is tiny next to the mean.
 
 ``reference_statistics`` computes the same numbers with a plain Python loop over batches
 (same keys, so the same noise) and numpy on all the samples at once; it is the slow,
