@@ -160,11 +160,6 @@ def build(config: TrainConfig):
     )
 
 
-def _eval_batch_size(n: int, cap: int = 128) -> int:
-    """The largest divisor of ``n`` up to ``cap`` (one batch shape, one compilation)."""
-    return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
-
-
 def predict(model: LipschitzConvNet, params, images: np.ndarray, batch_size: int = 512):
     """Logits of ``images: [b, s, s, 1]`` -> ``[b, 10]`` (numpy)."""
     apply = jax.jit(model.apply)
@@ -216,9 +211,7 @@ def train_certified(
         num_steps=config.num_steps,
         workdir=run_dir,
         eval_step=eval_step,
-        eval_data=training.make_loader(
-            data.test, _eval_batch_size(len(data.test)), shuffle=False, num_epochs=1
-        ),
+        eval_data=training.make_eval_loader(data.test),
         eval_every=config.eval_every,
         checkpoint_every=config.checkpoint_every,
         log_every=10,

@@ -86,7 +86,7 @@ def _loss_fn(model):
 
 
 def _test_loader(data: ImageData):
-    return training.make_loader(data.test, 100, shuffle=False, num_epochs=1)
+    return training.make_eval_loader(data.test, 100)
 
 
 def train_classifier(

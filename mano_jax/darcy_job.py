@@ -191,9 +191,7 @@ def train_darcy(
     train_data = training.make_loader(
         training.ArraySource(a=a_train, u=u_train), config.batch_size, seed=config.seed
     )
-    test_data = training.make_loader(
-        training.ArraySource(a=a_test, u=u_test), 20, shuffle=False, num_epochs=1
-    )
+    test_data = training.make_eval_loader(training.ArraySource(a=a_test, u=u_test), 20)
     result = training.fit(
         state,
         train_step,

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 import training
 from lipschitz.certify import certified_radii
-from lipschitz.train_job import TrainConfig, _eval_batch_size, build, make_loss_fn
+from lipschitz.train_job import TrainConfig, build, make_loss_fn
 from mano_jax import runs
 from mano_jax.images import load_digits
 from smoothing.certificates import certificate, check_certificate_arguments
@@ -141,9 +141,7 @@ def train_base(
         num_steps=config.num_steps,
         workdir=run_dir,
         eval_step=eval_step,
-        eval_data=training.make_loader(
-            data.test, _eval_batch_size(len(data.test)), shuffle=False, num_epochs=1
-        ),
+        eval_data=training.make_eval_loader(data.test),
         eval_every=config.eval_every,
         checkpoint_every=config.checkpoint_every,
         log_every=10,

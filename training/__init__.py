@@ -1,7 +1,7 @@
 """Shared training machinery: train state, jitted steps, ``fit``, sharding, checkpoints, data."""
 
 from training.checkpoint import Checkpointer
-from training.data import ArraySource, make_loader
+from training.data import ArraySource, make_eval_loader, make_loader
 from training.loop import FitResult, NonFiniteLossError, evaluate, fit
 from training.metrics_log import MetricsLog, read_metrics
 from training.optim import OptimizerConfig, make_optimizer, make_schedule
@@ -22,6 +22,7 @@ __all__ = [
     "evaluate",
     "fit",
     "initialize_distributed",
+    "make_eval_loader",
     "make_loader",
     "make_optimizer",
     "make_schedule",

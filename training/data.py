@@ -80,3 +80,22 @@ def make_loader(
             "with drop_remainder=True"
         )
     return ds.batch(batch_size, drop_remainder=drop_remainder).to_iter_dataset()
+
+
+def make_eval_loader(
+    source: Sequence[Any],
+    max_batch_size: int = 128,
+    *,
+    transform: Callable[[Any], Any] | None = None,
+) -> grain.IterDataset:
+    """One ordered pass over ``source`` in equal batches, for evaluation.
+
+    The batch size is the largest divisor of ``len(source)`` up to
+    ``max_batch_size``, so every batch has the same shape and a jitted eval step
+    compiles once (a ragged last batch would compile a second time).
+    """
+    if max_batch_size < 1:
+        raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+    n = len(source)
+    batch_size = max((d for d in range(1, min(n, max_batch_size) + 1) if n % d == 0), default=1)
+    return make_loader(source, batch_size, shuffle=False, num_epochs=1, transform=transform)

@@ -89,6 +89,18 @@ def test_loader_finite_epoch_keeps_remainder_and_state_restores():
     assert _ids([next(resumed), next(resumed)]) == expected
 
 
+@pytest.mark.parametrize(("n", "cap", "size"), [(297, 100, 99), (200, 20, 20), (13, 8, 1)])
+def test_eval_loader_uses_equal_batches(n, cap, size):
+    batches = list(training.make_eval_loader(training.ArraySource(i=np.arange(n)), cap))
+    assert {len(b["i"]) for b in batches} == {size}
+    assert _ids(batches) == list(range(n))
+
+
+def test_eval_loader_rejects_bad_cap():
+    with pytest.raises(ValueError, match="max_batch_size"):
+        training.make_eval_loader(training.ArraySource(i=np.arange(3)), 0)
+
+
 @pytest.mark.parametrize(
     ("args", "kwargs", "match"),
     [
