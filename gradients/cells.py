@@ -32,11 +32,13 @@ class RecurrentCell(NamedTuple):
 
     Attributes:
       gates: blocks of ``d`` in the projections.
-      project: ``(params["input"], xs: [..., d_in]) -> us: [..., gates d]``.
       step: ``(params["recurrent"], h_prev, u_t) -> h_t`` (state ``[..., d]`` or a pair).
-      initial_state: ``(batch_shape, d, dtype) -> h0`` of zeros.
+      initial_state: ``(batch_shape, d, dtype=None) -> h0`` of zeros.
       readout: ``state -> [..., features d]``, what the layer outputs.
       features: width of ``readout`` in units of ``d``.
+
+    Methods ``init(key, input_size, hidden) -> params`` and ``project(params["input"],
+    xs: [..., d_in]) -> us: [..., gates d]``.
     """
 
     gates: int

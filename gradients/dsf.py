@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from gradients.checks import check_leading_axis, check_maps_state
 from gradients.feedback import (
     MATRIX_KINDS,
     channels,
@@ -48,23 +49,14 @@ def _scan(cell_fn: Callable, params: PyTree, h0: PyTree, xs: PyTree) -> PyTree:
 
 
 def _check_inputs(cell_fn: Callable, params: PyTree, h0: PyTree, xs: PyTree) -> None:
-    lengths = {jnp.shape(x)[0] if jnp.ndim(x) else -1 for x in jax.tree.leaves(xs)}
-    if len(lengths) != 1 or min(lengths) < 1:
-        raise ValueError(
-            f"xs leaves must share one leading (time) axis of length >= 1, got leading sizes "
-            f"{sorted(lengths)}"
-        )
-    out = jax.eval_shape(cell_fn, params, h0, jax.tree.map(lambda x: x[0], xs))
-    want = jax.eval_shape(lambda h: h, h0)
-    if jax.tree.structure(out) != jax.tree.structure(want) or jax.tree.leaves(
-        out
-    ) != jax.tree.leaves(want):
-        raise ValueError(f"cell_fn must return a state shaped like h0 {want}, got {out}")
-    batch = {jnp.shape(h)[:-1] for h in jax.tree.leaves(h0)}
-    if len(batch) != 1 or any(jnp.ndim(h) < 1 for h in jax.tree.leaves(h0)):
+    check_leading_axis(xs, "xs", "time")
+    first = jax.tree.map(lambda x: x[0], xs)
+    check_maps_state(cell_fn, (params, h0, first), h0, "cell_fn", "the next state")
+    leaves = jax.tree.leaves(h0)
+    if any(jnp.ndim(h) < 1 for h in leaves) or len({jnp.shape(h)[:-1] for h in leaves}) != 1:
         raise ValueError(
             f"h0 leaves must be [..., channels] with the same leading axes, got shapes "
-            f"{jax.tree.map(jnp.shape, h0)}"
+            f"{[jnp.shape(h) for h in leaves]}"
         )
 
 

@@ -38,13 +38,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from gradients.checks import check_leading_axis, check_maps_state
 from gradients.recurrence import reverse_linear_recurrence
 
 PyTree = Any
-
-
-def _leading(tree: PyTree) -> set[int]:
-    return {x.shape[0] if x.ndim else -1 for x in jax.tree.leaves(tree)}
 
 
 def _check_k(k: int) -> None:
@@ -63,16 +60,6 @@ def _check_residual(residual: PyTree, h0: PyTree, num_steps: int) -> None:
             f"residual must match h0 with a leading axis of {num_steps} steps: expected "
             f"shapes {want}, got {got}"
         )
-
-
-def _check_step_output(fn: Callable, params: PyTree, h: PyTree, x: PyTree, name: str) -> None:
-    """A residual step must map ``h`` to an update of the same shapes and dtypes."""
-    out = jax.eval_shape(fn, params, h, x)
-    want = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), h)
-    if jax.tree.structure(out) != jax.tree.structure(want) or jax.tree.leaves(out) != [
-        jax.ShapeDtypeStruct(w.shape, w.dtype) for w in jax.tree.leaves(want)
-    ]:
-        raise ValueError(f"{name} must return an update shaped like the state {want}, got {out}")
 
 
 def _highway_core(
@@ -250,16 +237,10 @@ def highway_bp(
                 f"sub-block function), got {type(stacked_params).__name__}"
             )
         params = tuple(stacked_params) if multi else (stacked_params,)
-        lengths = _leading(params)
-        if len(lengths) != 1 or min(lengths) < 1:
-            raise ValueError(
-                f"stacked_params leaves must share one leading (block) axis of length >= 1, "
-                f"got leading sizes {sorted(lengths)}"
-            )
-        num_blocks = lengths.pop()
+        num_blocks = check_leading_axis(params, "stacked_params", "block")
         for m, f in enumerate(fns):
             first = jax.tree.map(lambda a: a[0], params[m])
-            _check_step_output(lambda p, h, x, f=f: f(p, h), first, h0, None, "block_fn")
+            check_maps_state(f, (first, h0), h0, "block_fn", "an update")
         _check_residual(residual, h0, num_blocks * len(fns))
         return core(params, h0, None, residual)
 
@@ -291,15 +272,10 @@ def highway_rnn(step_fn: Callable, k: int, *, remat: bool = False) -> Callable[.
     core = _highway_core((step_fn,), k, remat=remat, stacked=False, all_states=True)
 
     def run(params: PyTree, h0: PyTree, xs: PyTree, residual: PyTree = None) -> PyTree:
-        lengths = _leading(xs)
-        if len(lengths) != 1 or min(lengths) < 1:
-            raise ValueError(
-                f"xs leaves must share one leading (time) axis of length >= 1, got leading "
-                f"sizes {sorted(lengths)}"
-            )
+        length = check_leading_axis(xs, "xs", "time")
         first = jax.tree.map(lambda a: a[0], xs)
-        _check_step_output(step_fn, params, h0, first, "step_fn")
-        _check_residual(residual, h0, lengths.pop())
+        check_maps_state(step_fn, (params, h0, first), h0, "step_fn", "an update")
+        _check_residual(residual, h0, length)
         return core((params,), h0, xs, residual)
 
     return run

@@ -262,7 +262,7 @@ def test_gradients_reach_the_lower_layer_of_a_two_layer_stack(assert_trees_close
         ),
         (
             lambda: dsf_rnn(lambda p, h, u: h[..., :2])(*_args("gru")),
-            "cell_fn must return a state shaped like h0",
+            "cell_fn must return the next state with the state's shapes",
         ),
     ],
 )  # fmt: skip

@@ -11,6 +11,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -308,7 +309,7 @@ def test_trains_under_jit_with_optax():
         ),
         (
             lambda c: highway_bp(lambda p, h: h[..., :2], 1)(c.params[0], c.h0),
-            "block_fn must return an update shaped like the state",
+            "block_fn must return an update with the state's shapes",
         ),
         (
             lambda c: highway_bp((blocks.mlp_block, blocks.mlp_block), 1)(c.params[0], c.h0),
@@ -325,3 +326,17 @@ def test_trains_under_jit_with_optax():
 def test_bad_arguments_are_named(call, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         call(CASES["mlp"])
+
+
+@pytest.mark.parametrize("size", [3, 4])
+def test_block_convolution_is_lax_convolution(size):
+    k = _keys(2)
+    kernel = jax.random.normal(k[0], (size, size, 3, 5))
+    h = jax.random.normal(k[1], (2, 6, 7, 3))
+    expected = _jit(
+        lambda h, k: jax.lax.conv_general_dilated(
+            h, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+    )(h, kernel)
+    fast = _jit(blocks.conv2d)(h, kernel, jnp.ones(5))
+    np.testing.assert_allclose(fast, expected + 1, atol=1e-4)
