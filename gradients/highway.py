@@ -8,7 +8,7 @@ triangular system
     out_s = e_s + r_{s+1} * out_{s+1} + v_{s+1}          (out_{N-1} = e_{N-1})
     dl/dh_0 = r_0 * out_0 + v_0
 
-Highway-BP (Fig. 1 of arXiv 2501.17086) solves it by Jacobi iteration: start from the
+Highway-BP (arXiv 2501.17086) solves it by Jacobi iteration: start from the
 residual-path-only solution (all ``v = 0``), then ``k`` times compute every ``v_s`` at
 once from the current ``out`` (one ``vmap``-ed VJP over all steps) and re-accumulate
 (a reverse cumulative sum, or ``lax.associative_scan`` when ``r != 1``). Iteration

@@ -138,19 +138,12 @@ def _train_method(
         num_steps=config.num_steps,
         workdir=workdir,
         eval_step=eval_step,
-        eval_data=training.make_loader(
-            valid, _eval_batch_size(len(valid)), shuffle=False, num_epochs=1
-        ),
+        eval_data=training.make_eval_loader(valid, 64),
         eval_every=config.eval_every,
         log_every=max(1, min(20, config.num_steps // 10)),
         progress=progress,
         desc=f"{method} ({METHODS[method]})",
-    )  # fmt: skip
-
-
-def _eval_batch_size(n: int, cap: int = 64) -> int:
-    """The largest divisor of ``n`` up to ``cap``: every window evaluated, one batch shape."""
-    return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
+    )
 
 
 def _perplexity_records(histories: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
