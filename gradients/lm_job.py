@@ -23,7 +23,6 @@ import math
 import os
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -113,20 +112,8 @@ def _train_method(
         feedback=METHODS[method],
         feedback_seed=config.seed,
     )
-    optimizer = training.make_optimizer(
-        training.OptimizerConfig(
-            name="adamw",
-            learning_rate=config.learning_rate,
-            weight_decay=config.weight_decay,
-            schedule="warmup_cosine",
-            warmup_steps=min(100, config.num_steps // 10),
-            final_fraction=0.05,
-        ),
-        config.num_steps,
-    )
-    key = jax.random.PRNGKey(config.seed)
-    params = jax.jit(model.init)(key, jnp.zeros((1, config.seq_len), jnp.int32))
-    state = training.TrainState.create(params, optimizer, jax.random.fold_in(key, 1))
+    sample = jnp.zeros((1, config.seq_len), jnp.int32)
+    optimizer, state = runs.init_state(config, model, sample, final_fraction=0.05)
     train_step, eval_step = training.make_train_step(make_loss_fn(model), optimizer)
     valid = training.ArraySource(tokens=data["valid"])
     return training.fit(

@@ -34,9 +34,10 @@ def check_job_config(config: Any, presets: dict[str, dict[str, Any]], task: str)
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
 
 
-def init_state(config: Any, model: Any, sample: Any):
-    """``(optimizer, train state)``: AdamW with warm-up and cosine decay, parameters
-    initialised on ``sample`` from ``config.seed``."""
+def init_state(config: Any, model: Any, sample: Any, final_fraction: float = 0.01):
+    """``(optimizer, train state)``: AdamW with warm-up and cosine decay to
+    ``final_fraction`` of the peak rate, parameters initialised on ``sample`` from
+    ``config.seed``."""
     optimizer = training.make_optimizer(
         training.OptimizerConfig(
             name="adamw",
@@ -44,7 +45,7 @@ def init_state(config: Any, model: Any, sample: Any):
             weight_decay=config.weight_decay,
             schedule="warmup_cosine",
             warmup_steps=min(100, config.num_steps // 10),
-            final_fraction=0.01,
+            final_fraction=final_fraction,
         ),
         config.num_steps,
     )
