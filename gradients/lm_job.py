@@ -31,7 +31,7 @@ import training
 from gradients.cells import CELLS
 from gradients.corpus import build_corpus, windows
 from gradients.language_model import RNNLanguageModel
-from mano_jax import runs
+from training import runs
 
 METHODS = {"bptt": "exact", "dsf": "diagonal", "truncated": "zero"}
 PLOT = "perplexity.png"

@@ -29,8 +29,8 @@ import optax
 import training
 from lipschitz.certify import certified_accuracy, certified_radii
 from lipschitz.layers import LipschitzConvNet
-from mano_jax import runs
 from mano_jax.images import ImageData, load_digits
+from training import runs
 
 RESULTS_PLOT = "certified_accuracy.png"
 

@@ -14,10 +14,10 @@ import json
 import sys
 from collections.abc import Sequence
 
-from mano_jax import runs
 from mano_jax.classify_job import ClassifyJobConfig, evaluate_classifier_run, train_classifier
 from mano_jax.darcy.cli import data_command
 from mano_jax.darcy_job import DarcyJobConfig, evaluate_darcy_run, train_darcy
+from training import runs
 from training.cli import int_at_least, positive_float, run_subcommand
 
 TASKS = {"darcy": DarcyJobConfig, "classify": ClassifyJobConfig}

@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import optax
 
 import training
-from mano_jax import runs
 from mano_jax.images import ImageData, load_images
 from mano_jax.models import CLASSIFIER_PRESETS
+from training import runs
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,9 +29,10 @@ import numpy as np
 from scipy.interpolate import RegularGridInterpolator
 
 import training
-from mano_jax import darcy, runs
+from mano_jax import darcy
 from mano_jax.fno import FNO_PRESETS
 from mano_jax.models import OPERATOR_PRESETS
+from training import runs
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {**OPERATOR_PRESETS, "fno": FNO_PRESETS}
 NORMALIZERS_FILE = "normalizers.npz"

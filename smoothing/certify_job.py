@@ -40,11 +40,11 @@ from tqdm.auto import tqdm
 import training
 from lipschitz.certify import certified_radii
 from lipschitz.train_job import TrainConfig, build, make_loss_fn
-from mano_jax import runs
 from mano_jax.images import load_digits
 from smoothing.certificates import certificate, check_certificate_arguments
 from smoothing.simplex import SimplexMap
 from smoothing.smoothed import DEFAULT_MAPS, sample_certification
+from training import runs
 
 CERTIFICATES = ("cohen", "multi", "lipschitz")
 LABELS = {

@@ -12,8 +12,8 @@ import pytest
 from lipschitz.__main__ import main
 from lipschitz.certify import certified_radii, logit_margins
 from lipschitz.train_job import RESULTS_PLOT, TrainConfig, build
-from mano_jax import runs
 from mano_jax.images import load_digits
+from training import runs
 
 TINY = [
     "--image-size", "8", "--widths", "4", "--hidden", "8", "--steps", "40",

@@ -112,7 +112,7 @@ def test_classify_run_checkpoint_round_trip_and_eval(tmp_path, capsys):
     # Reloaded parameters give the same predictions as the trained ones.
     data = load_images("digits", 16)
     model, _, template = build(config, data)
-    from mano_jax import runs
+    from training import runs
 
     restored = runs.restore_state(run, template)
     assert int(restored.step) == 6

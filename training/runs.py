@@ -11,7 +11,11 @@ from typing import Any
 import jax
 import numpy as np
 
-import training
+from training.checkpoint import Checkpointer
+from training.loop import CHECKPOINT_DIR, FitResult
+from training.optim import OptimizerConfig, make_optimizer
+from training.plots import plot_curves
+from training.state import TrainState
 
 CONFIG_FILE = "config.json"
 LOSS_CURVE_FILE = "loss_curve.png"
@@ -38,8 +42,8 @@ def init_state(config: Any, model: Any, sample: Any, final_fraction: float = 0.0
     """``(optimizer, train state)``: AdamW with warm-up and cosine decay to
     ``final_fraction`` of the peak rate, parameters initialised on ``sample`` from
     ``config.seed``."""
-    optimizer = training.make_optimizer(
-        training.OptimizerConfig(
+    optimizer = make_optimizer(
+        OptimizerConfig(
             name="adamw",
             learning_rate=config.learning_rate,
             weight_decay=config.weight_decay,
@@ -51,7 +55,7 @@ def init_state(config: Any, model: Any, sample: Any, final_fraction: float = 0.0
     )
     key = jax.random.PRNGKey(config.seed)
     params = jax.jit(model.init)(key, sample)
-    return optimizer, training.TrainState.create(params, optimizer, jax.random.fold_in(key, 1))
+    return optimizer, TrainState.create(params, optimizer, jax.random.fold_in(key, 1))
 
 
 def prepare_run_dir(run_dir: str | os.PathLike, config: dict[str, Any]) -> Path:
@@ -86,9 +90,9 @@ def load_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def restore_state(run_dir: str | os.PathLike, template: training.TrainState):
+def restore_state(run_dir: str | os.PathLike, template: TrainState):
     """The latest checkpointed train state of ``run_dir``, shaped like ``template``."""
-    ckpt = training.Checkpointer(Path(run_dir) / training.loop.CHECKPOINT_DIR)
+    ckpt = Checkpointer(Path(run_dir) / CHECKPOINT_DIR)
     try:
         if ckpt.latest_step() is None:
             raise ValueError(f"run directory {run_dir} holds no checkpoint yet")
@@ -105,7 +109,7 @@ def restore_state(run_dir: str | os.PathLike, template: training.TrainState):
 
 def finish_run(
     run_dir: str | os.PathLike,
-    result: training.FitResult,
+    result: FitResult,
     fields: dict[str, Any],
     *,
     title: str,
@@ -122,7 +126,7 @@ def finish_run(
         "peak_memory_mb": peak_memory_mb(),
     }
     (Path(run_dir) / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
-    training.plot_curves(
+    plot_curves(
         result.history,
         Path(run_dir) / LOSS_CURVE_FILE,
         metrics=metrics,
