@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -195,15 +196,19 @@ def _plot_certified(radii: np.ndarray, accuracy: np.ndarray, marks: dict, path: 
     plt.close(fig)
 
 
-def train_certified(
-    config: TrainConfig, run_dir: str | os.PathLike, *, progress: bool = True
-) -> dict[str, Any]:
-    """Train ``config`` into ``run_dir`` (resuming it if it holds the same run), certify the
-    final model on the test split, and return what is written to ``results.json``."""
-    run_dir = runs.prepare_run_dir(run_dir, config.as_json())
+def fit_digits(
+    config: TrainConfig,
+    run_dir: Path,
+    make_loss: Callable[[LipschitzConvNet, TrainConfig], Any],
+    *,
+    progress: bool,
+    desc: str,
+):
+    """Train ``build(config)`` on the digits with ``make_loss(model, config)`` into
+    ``run_dir`` (resuming it); returns ``(model, data, fit result)``."""
     data = load_digits(config.image_size, seed=0)
     model, optimizer, state = build(config)
-    train_step, eval_step = training.make_train_step(make_loss_fn(model, config), optimizer)
+    train_step, eval_step = training.make_train_step(make_loss(model, config), optimizer)
     result = training.fit(
         state,
         train_step,
@@ -215,6 +220,22 @@ def train_certified(
         eval_every=config.eval_every,
         checkpoint_every=config.checkpoint_every,
         log_every=10,
+        progress=progress,
+        desc=desc,
+    )
+    return model, data, result
+
+
+def train_certified(
+    config: TrainConfig, run_dir: str | os.PathLike, *, progress: bool = True
+) -> dict[str, Any]:
+    """Train ``config`` into ``run_dir`` (resuming it if it holds the same run), certify the
+    final model on the test split, and return what is written to ``results.json``."""
+    run_dir = runs.prepare_run_dir(run_dir, config.as_json())
+    model, data, result = fit_digits(
+        config,
+        run_dir,
+        make_loss_fn,
         progress=progress,
         desc=f"digits {config.image_size}x{config.image_size} SR T={config.iters}",
     )

@@ -39,8 +39,7 @@ from tqdm.auto import tqdm
 
 import training
 from lipschitz.certify import certified_radii
-from lipschitz.train_job import TrainConfig, build, make_loss_fn
-from mano_jax.images import load_digits
+from lipschitz.train_job import TrainConfig, fit_digits, make_loss_fn
 from smoothing.certificates import certificate, check_certificate_arguments
 from smoothing.simplex import SimplexMap
 from smoothing.smoothed import DEFAULT_MAPS, sample_certification
@@ -129,22 +128,10 @@ def train_base(
     if not (train_sigma >= 0 and math.isfinite(train_sigma)):
         raise ValueError(f"train_sigma must be a finite number >= 0, got {train_sigma}")
     run_dir = runs.prepare_run_dir(run_dir, run_config(config, train_sigma))
-    data = load_digits(config.image_size, seed=0)
-    model, optimizer, state = build(config)
-    train_step, eval_step = training.make_train_step(
-        noisy_loss_fn(model, config, train_sigma), optimizer
-    )
-    result = training.fit(
-        state,
-        train_step,
-        training.make_loader(data.train, config.batch_size, seed=config.seed),
-        num_steps=config.num_steps,
-        workdir=run_dir,
-        eval_step=eval_step,
-        eval_data=training.make_eval_loader(data.test),
-        eval_every=config.eval_every,
-        checkpoint_every=config.checkpoint_every,
-        log_every=10,
+    model, data, result = fit_digits(
+        config,
+        run_dir,
+        lambda model, config: noisy_loss_fn(model, config, train_sigma),
         progress=progress,
         desc=f"digits {config.image_size}x{config.image_size}, noise {train_sigma:g}",
     )
