@@ -34,24 +34,18 @@ import numpy as np
 from _machine import machine_line
 
 import smoothing
-from smoothing.__main__ import DEFAULT_TRAIN
 from smoothing.certify_job import (
     LABELS,
-    CertifySettings,
+    CertifyJobConfig,
     base_certified_accuracy,
     certified_accuracy,
     certify_test_set,
 )
-from smoothing.certify_job import train_base as train_or_load
+from training import harness
 
 METHODS = ("cohen", "multi", "combined", "lipschitz")
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 DEFAULT_RUNS = Path(__file__).resolve().parent.parent / "runs" / "smoothing-benchmark"
-
-
-def test_arrays(data, count: int) -> tuple[np.ndarray, np.ndarray]:
-    items = [data.test[i] for i in range(min(count, len(data.test)))]
-    return np.stack([x["image"] for x in items]), np.array([x["label"] for x in items])
 
 
 def accuracy_table(sigma: float, n: int, records: dict, seconds: float, base) -> str:
@@ -126,15 +120,16 @@ def main() -> None:
     print(machine_line(), "\n")
     for sigma in args.sigmas:
         run_dir = Path(args.runs) / f"sigma-{sigma:g}"
-        model, params, data = train_or_load(DEFAULT_TRAIN, sigma, run_dir, progress=False)
-        images, labels = test_arrays(data, args.examples)
+        config = CertifyJobConfig(train_sigma=sigma, sigma=sigma, n=args.n)
+        _, experiment, result = harness.train(config, run_dir, progress=False)
+        model, params = experiment.model, result.state.params
+        images, labels = (a[: args.examples] for a in experiment.extras["test"])
         logits = np.asarray(jax.jit(model.apply)(params, images))
         clean = logits.argmax(-1) == labels
         print(f"Base classifier trained at noise {sigma:g}: clean accuracy {clean.mean():.3f}.\n")
-        settings = CertifySettings(sigma=sigma, n=args.n, examples=len(images))
         start = time.perf_counter()
         records = certify_test_set(
-            model, params, images, labels, settings, methods=METHODS, progress=True
+            model, params, images, labels, config, methods=METHODS, progress=True
         )
         seconds = time.perf_counter() - start
         base = base_certified_accuracy(logits, labels, RADII)

@@ -1,8 +1,8 @@
 """The Darcy operator-learning job: data, normalisers, ``fit``, evaluation, figures.
 
-``train_darcy(config, run_dir)`` generates (or reuses) the Darcy data set, trains
-the configured operator with ``training.fit`` (progress bar, checkpoints,
-resume), and leaves in ``run_dir``::
+``training.train_and_evaluate(DarcyJobConfig(...), run_dir)`` generates (or
+reuses) the Darcy data set, trains the configured operator (progress bar,
+checkpoints, resume), and leaves in ``run_dir``::
 
     config.json        the job configuration (a rerun must match it to resume)
     normalizers.npz    the pointwise Gaussian normalisers of a and u
@@ -32,49 +32,59 @@ import training
 from mano_jax import darcy
 from mano_jax.fno import FNO_PRESETS
 from mano_jax.models import OPERATOR_PRESETS
-from training import runs
+from miles_cli import check_config, option
+from training import harness, runs
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {**OPERATOR_PRESETS, "fno": FNO_PRESETS}
 NORMALIZERS_FILE = "normalizers.npz"
+EVAL_BATCH = 20
 
 
 @dataclasses.dataclass(frozen=True)
 class DarcyJobConfig:
-    """One Darcy training run.
+    """One Darcy training run (``training.train_and_evaluate`` runs it).
 
     Attributes:
-      model: a key of ``MODEL_PRESETS`` (``mano``, ``fno``, ``swin``, ``vit``).
-      preset: a preset name of that model.
-      resolution: training and test resolution (a ``darcy.SUPPORTED_RESOLUTIONS``).
-      train_size, test_size, data_seed: the data set (see ``darcy.darcy_config``).
+      model: operator: mano, fno, swin (window attention) or vit (global attention).
+      preset: a preset of that model (darcy-tiny, darcy-paper, ...).
+      resolution: grid nodes per side, for training and testing.
+      train_size: generated training examples.
+      test_size: generated test examples.
+      data_seed: seed of the generated data set.
       batch_size: examples per step.
       num_steps: optimizer steps.
-      learning_rate, weight_decay: AdamW with a short warm-up and cosine decay.
+      learning_rate: peak learning rate (AdamW, short warm-up, cosine decay).
+      weight_decay: AdamW's decoupled weight decay.
       seed: parameter initialisation and step randomness.
-      eval_every, checkpoint_every: in steps.
+      eval_every: steps between test evaluations (0: only at the end).
+      checkpoint_every: steps between checkpoints (0: only at the end).
+      data_dir: TFDS data directory (default: $MILES_JAX_DATA_DIR or
+        ~/.cache/miles_jax/tensorflow_datasets).
     """
 
-    task: str = "darcy"
-    model: str = "mano"
-    preset: str = "darcy-tiny"
-    resolution: int = 32
-    train_size: int = 1000
-    test_size: int = 200
-    data_seed: int = 0
-    batch_size: int = 20
-    num_steps: int = 1200
-    learning_rate: float = 3e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    eval_every: int = 500
-    checkpoint_every: int = 250
+    task: str = option("darcy", choices=("darcy",), cli=False)
+    model: str = option("mano", choices=tuple(MODEL_PRESETS))
+    preset: str = option("darcy-tiny")
+    resolution: int = option(32, choices=darcy.SUPPORTED_RESOLUTIONS)
+    train_size: int = option(1000, minimum=1)
+    test_size: int = option(200, minimum=1)
+    data_seed: int = option(0, minimum=0)
+    batch_size: int = option(20, minimum=1)
+    num_steps: int = option(1200, minimum=1, flag="--steps")
+    learning_rate: float = option(3e-3, positive=True)
+    weight_decay: float = option(1e-4, minimum=0)
+    seed: int = option(0, minimum=0)
+    eval_every: int = option(500, minimum=0)
+    checkpoint_every: int = option(250, minimum=0)
+    data_dir: str | None = option(None, identity=False)
 
     def __post_init__(self) -> None:
-        runs.check_job_config(self, MODEL_PRESETS, "darcy")
-        _check_resolution(self.resolution)
-        for name in ("train_size", "test_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_config(self)
+        if self.preset not in MODEL_PRESETS[self.model]:
+            raise ValueError(
+                f"preset of model {self.model!r} must be one of "
+                f"{sorted(MODEL_PRESETS[self.model])}, got {self.preset!r}"
+            )
         if self.batch_size > self.train_size:
             raise ValueError(
                 f"batch_size must be <= train_size ({self.train_size}), got {self.batch_size}"
@@ -82,6 +92,57 @@ class DarcyJobConfig:
 
     def model_config(self):
         return MODEL_PRESETS[self.model][self.preset]
+
+    def default_run_dir(self) -> str:
+        return f"runs/darcy-{self.model}-{self.preset}-r{self.resolution}"
+
+    def build(self, run_dir: Path) -> harness.Experiment:
+        """Data, normalisers (saved to ``run_dir``), operator, AdamW state and loss."""
+        a_train, u_train = load_split(self, "train")
+        a_test, u_test = load_split(self, "test")
+        a_norm = darcy.UnitGaussianNormalizer.fit(a_train)
+        u_norm = darcy.UnitGaussianNormalizer.fit(u_train)
+        _save_normalizers(Path(run_dir) / NORMALIZERS_FILE, a_norm, u_norm)
+        model = self.model_config().make()
+        sample = jnp.zeros((1, self.resolution, self.resolution, 1))
+        optimizer, state = runs.init_state(self, model, sample)
+        predict = make_predict(model, a_norm, u_norm)
+
+        def loss_fn(params, batch, rng):
+            del rng
+            return darcy.relative_l2(predict(params, batch["a"]), batch["u"])
+
+        return harness.Experiment(
+            model=model,
+            state=state,
+            optimizer=optimizer,
+            loss_fn=loss_fn,
+            train_data=training.make_loader(
+                training.ArraySource(a=a_train, u=u_train), self.batch_size, seed=self.seed
+            ),
+            eval_data=training.make_eval_loader(
+                training.ArraySource(a=a_test, u=u_test), EVAL_BATCH
+            ),
+            desc=f"darcy {self.model}/{self.preset} r{self.resolution}",
+            extras={"predict": predict, "test": (a_test, u_test)},
+        )
+
+    def report(self, experiment: harness.Experiment, result, run_dir: Path) -> harness.Report:
+        """Test relative L2 of the final parameters and ``samples.png``."""
+        a_test, u_test = experiment.extras["test"]
+        params = jax.device_get(result.state.params)
+        test_l2, preds = evaluate_operator(experiment.extras["predict"], params, a_test, u_test)
+        plot_samples(a_test, u_test, preds, Path(run_dir) / "samples.png")
+        return harness.Report(
+            fields={
+                "task": "darcy",
+                "model": self.model,
+                "preset": self.preset,
+                "resolution": self.resolution,
+                "test_relative_l2": test_l2,
+            },
+            title=f"Darcy r{self.resolution}: {self.model}/{self.preset} (relative L2)",
+        )
 
 
 def _check_resolution(resolution: int) -> None:
@@ -91,7 +152,7 @@ def _check_resolution(resolution: int) -> None:
         )
 
 
-def load_split(config: DarcyJobConfig, split: str, resolution: int | None = None, **kw):
+def load_split(config: DarcyJobConfig, split: str, resolution: int | None = None):
     """``(a, u)``: ``[n, s, s]`` float32 arrays of ``split`` at ``resolution``."""
     source = darcy.load_darcy(
         config.resolution if resolution is None else resolution,
@@ -99,7 +160,7 @@ def load_split(config: DarcyJobConfig, split: str, resolution: int | None = None
         train_size=config.train_size,
         test_size=config.test_size,
         seed=config.data_seed,
-        **kw,
+        data_dir=config.data_dir,
     )
     items = [source[i] for i in range(len(source))]
     return np.stack([x["a"] for x in items]), np.stack([x["u"] for x in items])
@@ -147,83 +208,13 @@ def load_normalizers(run_dir: str | os.PathLike):
         )
 
 
-def build(config: DarcyJobConfig):
-    """``(model, optimizer, initial train state)`` of ``config``."""
-    model = config.model_config().make()
-    sample = jnp.zeros((1, config.resolution, config.resolution, 1))
-    return model, *runs.init_state(config, model, sample)
-
-
-def evaluate_operator(predict, params, a: np.ndarray, u: np.ndarray, batch_size: int = 20):
+def evaluate_operator(predict, params, a: np.ndarray, u: np.ndarray, batch_size: int = EVAL_BATCH):
     """Relative L2 over ``(a, u)`` and the predictions ``[n, s, s]``."""
     jitted = jax.jit(predict)
     preds = np.concatenate(
         [np.asarray(jitted(params, a[i : i + batch_size])) for i in range(0, len(a), batch_size)]
     )
     return float(darcy.relative_l2(preds, u)), preds
-
-
-def train_darcy(
-    config: DarcyJobConfig,
-    run_dir: str | os.PathLike,
-    *,
-    data_dir: str | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Train ``config`` into ``run_dir`` (resuming it if it holds the same run).
-
-    Returns the contents of ``results.json``.
-    """
-    run_dir = runs.prepare_run_dir(run_dir, dataclasses.asdict(config))
-    a_train, u_train = load_split(config, "train", data_dir=data_dir)
-    a_test, u_test = load_split(config, "test", data_dir=data_dir)
-    a_norm = darcy.UnitGaussianNormalizer.fit(a_train)
-    u_norm = darcy.UnitGaussianNormalizer.fit(u_train)
-    _save_normalizers(run_dir / NORMALIZERS_FILE, a_norm, u_norm)
-
-    model, optimizer, state = build(config)
-    predict = make_predict(model, a_norm, u_norm)
-
-    def loss_fn(params, batch, rng):
-        del rng
-        return darcy.relative_l2(predict(params, batch["a"]), batch["u"])
-
-    train_step, eval_step = training.make_train_step(loss_fn, optimizer)
-    train_data = training.make_loader(
-        training.ArraySource(a=a_train, u=u_train), config.batch_size, seed=config.seed
-    )
-    test_data = training.make_eval_loader(training.ArraySource(a=a_test, u=u_test), 20)
-    result = training.fit(
-        state,
-        train_step,
-        train_data,
-        num_steps=config.num_steps,
-        workdir=run_dir,
-        eval_step=eval_step,
-        eval_data=test_data,
-        eval_every=config.eval_every,
-        checkpoint_every=config.checkpoint_every,
-        log_every=10,
-        progress=progress,
-        desc=f"darcy {config.model}/{config.preset} r{config.resolution}",
-    )
-    params = jax.device_get(result.state.params)
-    test_l2, preds = evaluate_operator(predict, params, a_test, u_test)
-    fields = {
-        "task": "darcy",
-        "model": config.model,
-        "preset": config.preset,
-        "resolution": config.resolution,
-        "test_relative_l2": test_l2,
-    }
-    results = runs.finish_run(
-        run_dir,
-        result,
-        fields,
-        title=f"Darcy r{config.resolution}: {config.model}/{config.preset} (relative L2)",
-    )
-    plot_samples(a_test, u_test, preds, run_dir / "samples.png")
-    return results
 
 
 def evaluate_darcy_run(
@@ -238,18 +229,13 @@ def evaluate_darcy_run(
     zero-shot super/sub-resolution test of operator learning (the normalisers
     are interpolated onto the new grid).
     """
-    saved = runs.load_run_config(run_dir)
-    if saved.get("task") != "darcy":
-        raise ValueError(f"run directory {run_dir} holds a {saved.get('task')!r} run, not darcy")
-    config = DarcyJobConfig(**saved)
+    config, experiment, state = harness.restore(DarcyJobConfig, run_dir, data_dir=data_dir)
     resolution = config.resolution if resolution is None else resolution
     _check_resolution(resolution)
-    model, _, template = build(config)
-    state = runs.restore_state(run_dir, template)
     a_norm, u_norm = load_normalizers(run_dir)
-    a_test, u_test = load_split(config, "test", resolution, data_dir=data_dir)
+    a_test, u_test = load_split(config, "test", resolution)
     test_l2, _ = evaluate_operator(
-        make_predict(model, a_norm, u_norm), state.params, a_test, u_test
+        make_predict(experiment.model, a_norm, u_norm), state.params, a_test, u_test
     )
     return {
         "model": config.model,

@@ -7,7 +7,7 @@ distinct-n and Self-BLEU diversity of each set; ``--json`` writes them to a file
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -21,7 +21,7 @@ from metrics.embeddings import EMBEDDINGS, embedder, minilm_available
 from metrics.knn import DEFAULT_BLOCK_SIZE
 from metrics.text import text_precision_recall
 from metrics.text_files import FORMATS, read_texts
-from training.cli import int_at_least, run_subcommand
+from miles_cli import UsageError, check_config, config_to_dict, dispatch, option, run_command
 
 EMBEDDING_LABELS = {
     "minilm": "all-MiniLM-L6-v2 sentence embeddings",
@@ -30,69 +30,54 @@ EMBEDDING_LABELS = {
 DISTINCT_ORDERS = (1, 2, 3)
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
-    return value
+@dataclasses.dataclass(frozen=True)
+class PROptions:
+    """What to compare and how.
 
+    Attributes:
+      reference: file of human texts.
+      generated: file of model texts.
+      text_format: one text per line, or JSON Lines (auto: by the .jsonl/.ndjson suffix).
+      field: JSON Lines field holding the text.
+      embedding: text embedding (default: minilm when its optional packages are
+        installed, else hashed-ngrams).
+      k: nearest neighbours defining each support ball.
+      strict: count a point inside a ball when its distance is < the radius (--no-strict:
+        <=).
+      explained_variance: PCA on the union keeps this share of the variance.
+      pca: reduce the embeddings with PCA first.
+      normalise: L2-normalise the embeddings.
+      equal_size: subsample the larger set to the size of the smaller one.
+      seed: seed of the equal-size subsampling.
+      batch_size: texts per embedding batch.
+      block_size: points per distance block.
+      self_bleu_smoothing: smoothing of the Self-BLEU sentence scores.
+      diversity: also report distinct-n and Self-BLEU.
+      json_path: also write the results to this file.
+      progress: show progress bars.
+    """
 
-def _pr_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m metrics pr",
-        description="Precision, recall, density and coverage of generated texts against "
-        "reference texts (k-NN supports of their embeddings), with distinct-n and Self-BLEU.",
-    )
-    parser.add_argument("--reference", required=True, help="human texts")
-    parser.add_argument("--generated", required=True, help="model texts")
-    parser.add_argument(
-        "--format",
-        dest="text_format",
-        choices=FORMATS,
-        default="auto",
-        help="one text per line, or JSON Lines (auto: by the .jsonl/.ndjson suffix)",
-    )
-    parser.add_argument("--field", default="text", help="JSON Lines field holding the text")
-    parser.add_argument(
-        "--embedding",
-        choices=EMBEDDINGS,
-        help="default: minilm when its optional packages are installed, else hashed-ngrams",
-    )
-    parser.add_argument("-k", "--k", type=int_at_least(1), default=5, help="default 5")
-    parser.add_argument(
-        "--non-strict", action="store_true", help="count distance == radius as inside (<=)"
-    )
-    parser.add_argument(
-        "--explained-variance",
-        type=_fraction,
-        default=0.9,
-        help="PCA on the union keeps this share of the variance (default 0.9)",
-    )
-    parser.add_argument("--no-pca", action="store_true", help="skip the PCA")
-    parser.add_argument("--no-normalise", action="store_true", help="skip the L2 normalisation")
-    parser.add_argument(
-        "--no-equal-size", action="store_true", help="keep every text of the larger set"
-    )
-    parser.add_argument(
-        "--seed", type=int_at_least(0), default=0, help="for the equal-size subsampling"
-    )
-    parser.add_argument("--batch-size", type=int_at_least(1), default=256, help="texts per batch")
-    parser.add_argument(
-        "--block-size",
-        type=int_at_least(1),
-        default=DEFAULT_BLOCK_SIZE,
-        help=f"points per distance block (default {DEFAULT_BLOCK_SIZE})",
-    )
-    parser.add_argument(
-        "--self-bleu-smoothing", choices=SMOOTHING, default="exp", help="default exp"
-    )
-    parser.add_argument("--no-diversity", action="store_true", help="skip distinct-n/Self-BLEU")
-    parser.add_argument("--json", dest="json_path", help="also write the results to this file")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    return parser
+    reference: str = option()
+    generated: str = option()
+    text_format: str = option("auto", choices=FORMATS, flag="--format")
+    field: str = option("text")
+    embedding: str | None = option(None, choices=EMBEDDINGS)
+    k: int = option(5, minimum=1, flag="-k")
+    strict: bool = option(True)
+    explained_variance: float = option(0.9, positive=True, maximum=1)
+    pca: bool = option(True)
+    normalise: bool = option(True)
+    equal_size: bool = option(True)
+    seed: int = option(0, minimum=0)
+    batch_size: int = option(256, minimum=1)
+    block_size: int = option(DEFAULT_BLOCK_SIZE, minimum=1)
+    self_bleu_smoothing: str = option("exp", choices=SMOOTHING)
+    diversity: bool = option(True)
+    json_path: str | None = option(None, flag="--json")
+    progress: bool = option(True)
+
+    def __post_init__(self) -> None:
+        check_config(self)
 
 
 def _diversity(texts: list[str], smoothing: str) -> dict[str, float]:
@@ -116,14 +101,13 @@ def _table(header: Sequence[str], rows: list[Sequence]) -> str:
     return "\n".join(lines)
 
 
-def pr_command(argv: Sequence[str]) -> int:
-    parser = _pr_parser()
-    args = parser.parse_args(argv)
+def compare(args: PROptions) -> None:
+    """Embed both sets, print the metrics (and diversity) tables, write the JSON."""
     try:
         reference = read_texts(args.reference, args.text_format, args.field)
         generated = read_texts(args.generated, args.text_format, args.field)
     except (OSError, ValueError) as error:
-        parser.error(str(error))
+        raise UsageError(str(error)) from None
     name = args.embedding or ("minilm" if minilm_available() else "hashed-ngrams")
     if args.embedding is None and name != "minilm":
         print(
@@ -138,22 +122,22 @@ def pr_command(argv: Sequence[str]) -> int:
             generated,
             embedder(name, args.batch_size),
             k=args.k,
-            strict=not args.non_strict,
-            normalise=not args.no_normalise,
-            explained_variance=None if args.no_pca else args.explained_variance,
-            equal_size=not args.no_equal_size,
-            key=jax.random.PRNGKey(args.seed),
+            strict=args.strict,
+            normalise=args.normalise,
+            explained_variance=args.explained_variance if args.pca else None,
+            equal_size=args.equal_size,
+            key=jax.random.key(args.seed),
             batch_size=args.batch_size,
             block_size=args.block_size,
-            progress=not args.no_progress,
+            progress=args.progress,
         )
-    except ValueError as error:
-        parser.error(str(error))
+    except ValueError as error:  # the texts do not fit the settings (too few for k)
+        raise UsageError(str(error)) from None
     compared = len(result.reference_radii), len(result.generated_radii)
     print(
         f"embedding: {EMBEDDING_LABELS[name]}; compared {compared[0]} reference and "
         f"{compared[1]} generated texts (of {len(reference)} and {len(generated)}); k={args.k}, "
-        f"{'<' if not args.non_strict else '<='}"
+        f"{'<' if args.strict else '<='}"
     )
     realism = result.realism
     print(
@@ -166,10 +150,12 @@ def pr_command(argv: Sequence[str]) -> int:
         "metrics": result.summary(),
         "embedding": name,
         "compared": {"reference": compared[0], "generated": compared[1]},
-        "settings": {k: v for k, v in vars(args).items() if k not in ("json_path", "no_progress")},
+        "settings": {
+            k: v for k, v in config_to_dict(args).items() if k not in ("json_path", "progress")
+        },
         "realism": [_json_number(v) for v in realism],
     }
-    if not args.no_diversity:
+    if args.diversity:
         diversity = {
             "reference": _diversity(reference, args.self_bleu_smoothing),
             "generated": _diversity(generated, args.self_bleu_smoothing),
@@ -184,14 +170,24 @@ def pr_command(argv: Sequence[str]) -> int:
         with open(args.json_path, "w", encoding="utf-8") as f:
             json.dump(output, f, indent=2)
         print(f"wrote {args.json_path}")
-    return 0
+
+
+def pr_command(argv: Sequence[str]) -> int:
+    return run_command(
+        PROptions,
+        compare,
+        argv,
+        prog="python -m metrics pr",
+        description="Precision, recall, density and coverage of generated texts against "
+        "reference texts (k-NN supports of their embeddings), with distinct-n and Self-BLEU.",
+    )
 
 
 COMMANDS = {"pr": pr_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_subcommand("python -m metrics", COMMANDS, None if argv is None else list(argv))
+    return dispatch("python -m metrics", COMMANDS, argv)
 
 
 if __name__ == "__main__":

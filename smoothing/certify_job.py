@@ -5,8 +5,10 @@ The base classifier is ``lipschitz.LipschitzConvNet`` (spectral-rescaling layers
 1-Lipschitz in L2 from the input image to the logits whatever its weights, trained with
 ``training.fit`` on scikit-learn's digits (offline, pixels in ``[-1, 1]``) with Gaussian
 noise of ``train_sigma`` added to every training batch, and the loss of
-``lipschitz.train_job`` (cross-entropy with a logit offset). ``run_dir`` keeps the
-checkpoints, so a second run with the same model settings loads the trained network.
+``lipschitz.train_job`` (cross-entropy with a logit offset), on the shared harness
+(``training.train_and_evaluate(CertifyJobConfig(...), run_dir)``). ``run_dir`` keeps the
+checkpoints, so a second run with the same model settings loads the trained network;
+the certification settings are not part of the run's identity.
 
 Every test example gets one set of selection and estimation samples, and the three
 certificates are computed from the very same samples: Cohen et al.'s, ``R_multi`` and the
@@ -16,7 +18,7 @@ Lipschitz-aware one (``L = 1`` for the logits, so ``softmax(z / t)`` scores are
 time``, ``predict`` -1 for an abstention, ``time`` as Cohen's ``h:mm:ss.ffffff``: the
 example's shared sampling time plus the certificate's own),
 ``certified_accuracy.png`` (certified accuracy against radius, one curve per certificate,
-and the unsmoothed network's own margin certificate for reference) and ``certify.json``
+and the unsmoothed network's own margin certificate for reference) and ``results.json``
 (settings, certified accuracy at ``radii``, timings).
 """
 
@@ -24,9 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
-import math
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,11 +38,12 @@ from tqdm.auto import tqdm
 
 import training
 from lipschitz.certify import certified_radii
-from lipschitz.train_job import TrainConfig, fit_digits, make_loss_fn
+from lipschitz.train_job import TrainConfig, margin_loss
+from miles_cli import config_to_dict, option
 from smoothing.certificates import certificate, check_certificate_arguments
 from smoothing.simplex import SimplexMap
 from smoothing.smoothed import DEFAULT_MAPS, sample_certification
-from training import runs
+from training import harness, runs
 
 CERTIFICATES = ("cohen", "multi", "lipschitz")
 LABELS = {
@@ -53,97 +53,86 @@ LABELS = {
     "lipschitz": "Lipschitz-aware",
     "base": "base network, no smoothing",
 }
-RESULTS_FILE = "certify.json"
+RESULTS_FILE = runs.RESULTS_FILE
 PLOT_FILE = "certified_accuracy.png"
 TSV_HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
 
 
 @dataclasses.dataclass(frozen=True)
-class CertifySettings:
-    """How the smoothed classifier is certified (not part of the trained run's identity).
+class CertifyJobConfig(TrainConfig):
+    """A noise-augmented base classifier and how its smoothed version is certified.
+
+    The fields of ``lipschitz.train_job.TrainConfig`` describe the base classifier
+    (smaller defaults: 8x8 digits, 1000 steps) and, with ``train_sigma``, identify the
+    trained run; the certification fields do not, so one trained classifier is
+    certified under many settings.
 
     Attributes:
-      sigma: smoothing noise, on the model's input scale (pixels in ``[-1, 1]``).
-      n0, n, alpha: selection samples, estimation samples, failure probability.
-      examples: how many test images (the first of the fixed test split) to certify.
-      batch_size: noisy copies per forward pass (memory budget).
-      split: share of ``alpha`` for the margin bounds of the Lipschitz-aware certificate.
-      maps: soft simplex maps the Lipschitz-aware certificate chooses from.
+      train_sigma: Gaussian noise added to the training images.
       radii: radii at which certified accuracy is reported.
-      seed: noise seed (example ``i`` uses ``fold_in(PRNGKey(seed), i)``).
+      sigma: smoothing noise, on the model's input scale (pixels in [-1, 1]).
+      n0: selection samples.
+      n: estimation samples (the paper: 100000).
+      alpha: failure probability.
+      examples: test images to certify (the first of the fixed test split of 297).
+      sample_batch: noisy copies per forward pass (memory budget).
+      split: share of alpha for the margin bounds of the Lipschitz-aware certificate.
+      maps: soft simplex maps the Lipschitz-aware certificate chooses from.
+      noise_seed: noise seed (example i uses fold_in(key(noise_seed), i)).
     """
 
-    sigma: float = 0.25
-    n0: int = 100
-    n: int = 5000
-    alpha: float = 0.001
-    examples: int = 297
-    batch_size: int = 1000
-    split: float = 0.5
-    maps: tuple[SimplexMap, ...] = DEFAULT_MAPS
-    radii: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-    seed: int = 0
+    image_size: int = option(8, minimum=4)
+    num_steps: int = option(1000, minimum=1, flag="--steps")
+    radii: tuple[float, ...] = option(
+        (0.0, 0.25, 0.5, 0.75, 1.0), minimum=0, nonempty=True, identity=False
+    )
+    train_sigma: float = option(0.25, minimum=0)
+    sigma: float = option(0.25, positive=True, identity=False)
+    n0: int = option(100, minimum=1, identity=False)
+    n: int = option(5000, minimum=1, identity=False)
+    alpha: float = option(0.001, positive=True, below=1, identity=False)
+    examples: int = option(297, minimum=1, identity=False)
+    sample_batch: int = option(1000, minimum=1, identity=False)
+    split: float = option(0.5, positive=True, below=1, identity=False)
+    maps: tuple[SimplexMap, ...] = option(DEFAULT_MAPS, cli=False, identity=False)
+    noise_seed: int = option(0, minimum=0, identity=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "maps", tuple(self.maps))
-        object.__setattr__(self, "radii", tuple(float(r) for r in self.radii))
+        super().__post_init__()
         check_certificate_arguments("lipschitz", self.sigma, self.alpha, self.maps, 1.0, self.split)
-        for name in ("n0", "n", "examples", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.radii or any(not (r >= 0 and math.isfinite(r)) for r in self.radii):
-            raise ValueError(f"radii must be finite numbers >= 0, got {self.radii}")
 
-    def as_json(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["maps"] = [str(m) for m in self.maps]
-        out["radii"] = list(self.radii)
-        return out
+    def loss_fn(self, model):
+        """``lipschitz.train_job``'s loss on inputs with ``N(0, train_sigma^2)`` noise
+        during training (``rng`` given); clean inputs in evaluation (``rng = None``)."""
+        loss_fn = margin_loss(model, self)
 
+        def noisy(params, batch, rng):
+            if rng is not None:
+                image = batch["image"]
+                noise = self.train_sigma * jax.random.normal(rng, image.shape)
+                batch = {**batch, "image": image + noise}
+            return loss_fn(params, batch, None)
 
-def run_config(model: TrainConfig, train_sigma: float) -> dict[str, Any]:
-    """What identifies a trained run in ``config.json``."""
-    return {**model.as_json(), "train_sigma": train_sigma}
+        return noisy
 
-
-def noisy_loss_fn(model, config: TrainConfig, train_sigma: float):
-    """``lipschitz.train_job``'s loss on inputs with ``N(0, train_sigma^2)`` noise during
-    training (``rng`` given); clean inputs in evaluation (``rng = None``)."""
-    loss_fn = make_loss_fn(model, config)
-
-    def noisy(params, batch, rng):
-        if rng is not None:
-            image = batch["image"]
-            batch = {**batch, "image": image + train_sigma * jax.random.normal(rng, image.shape)}
-        return loss_fn(params, batch, None)
-
-    return noisy
-
-
-def train_base(
-    config: TrainConfig, train_sigma: float, run_dir: str | os.PathLike, *, progress: bool = True
-):
-    """Train (or load, if ``run_dir`` holds the finished run) the base classifier;
-    ``(model, params, data)``."""
-    if not (train_sigma >= 0 and math.isfinite(train_sigma)):
-        raise ValueError(f"train_sigma must be a finite number >= 0, got {train_sigma}")
-    run_dir = runs.prepare_run_dir(run_dir, run_config(config, train_sigma))
-    model, data, result = fit_digits(
-        config,
-        run_dir,
-        lambda model, config: noisy_loss_fn(model, config, train_sigma),
-        progress=progress,
-        desc=f"digits {config.image_size}x{config.image_size}, noise {train_sigma:g}",
-    )
-    if result.history:
-        training.plot_curves(
-            result.history,
-            run_dir / "loss_curve.png",
-            metrics=("loss", "accuracy"),
-            log_scale=False,
-            title=f"noise-augmented LipschitzConvNet, sigma {train_sigma:g}",
+    def report(self, experiment: harness.Experiment, result, run_dir: Path) -> harness.Report:
+        """Certify the first ``examples`` test images; TSVs, plot and results."""
+        images, labels = (a[: self.examples] for a in experiment.extras["test"])
+        fields = certify_run(
+            self,
+            experiment.model,
+            result.state.params,
+            images,
+            labels,
+            run_dir,
+            progress=experiment.progress,
         )
-    return model, result.state.params, data
+        return harness.Report(
+            fields=fields,
+            title=f"noise-augmented LipschitzConvNet, sigma {self.train_sigma:g}",
+            curves=("loss", "accuracy"),
+            log_scale=False,
+        )
 
 
 def certified_accuracy(records: list[dict[str, Any]], radii) -> np.ndarray:
@@ -172,44 +161,23 @@ def _write_tsv(path: Path, records: list[dict[str, Any]]) -> None:
             )
 
 
-def _plot(curves: dict[str, np.ndarray], radii: np.ndarray, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for name, accuracy in curves.items():
-        style = {"linestyle": "--", "color": "gray"} if name == "base" else {}
-        ax.plot(radii, accuracy, label=LABELS[name], **style)
-    ax.set_xlabel("L2 radius (input units, pixels in [-1, 1])")
-    ax.set_ylabel("certified accuracy")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def certify_test_set(
     model,
     params,
     images: np.ndarray,
     labels: np.ndarray,
-    settings: CertifySettings,
+    config: CertifyJobConfig,
     *,
     methods: Sequence[str] = CERTIFICATES,
     progress: bool = True,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Certify ``images`` with each of ``methods`` on shared samples; per method one record
-    per image (``idx label predict radius correct time method``)."""
+    """Certify ``images: [b, s, s, 1]`` with each of ``methods`` on shared samples; per
+    method one record per image (``idx label predict radius correct time method``)."""
 
     def logits_fn(p, xs):
         return model.apply(p, xs)
 
-    root = jax.random.PRNGKey(settings.seed)
+    root = jax.random.key(config.noise_seed)
     records: dict[str, list[dict[str, Any]]] = {name: [] for name in methods}
     bar = tqdm(range(len(images)), desc="certify", disable=not progress, dynamic_ncols=True)
     for idx in bar:
@@ -219,11 +187,11 @@ def certify_test_set(
             params,
             images[idx],
             jax.random.fold_in(root, idx),
-            sigma=settings.sigma,
-            n0=settings.n0,
-            n=settings.n,
-            batch_size=settings.batch_size,
-            maps=settings.maps,
+            sigma=config.sigma,
+            n0=config.n0,
+            n=config.n,
+            batch_size=config.sample_batch,
+            maps=config.maps,
         )
         sampled = time.perf_counter() - start
         for name in methods:
@@ -232,11 +200,11 @@ def certify_test_set(
                 selection,
                 estimation,
                 method=name,
-                sigma=settings.sigma,
-                alpha=settings.alpha,
-                maps=settings.maps,
+                sigma=config.sigma,
+                alpha=config.alpha,
+                maps=config.maps,
                 lipschitz=1.0,
-                split=settings.split,
+                split=config.split,
             )
             records[name].append(
                 {
@@ -256,62 +224,61 @@ def certify_test_set(
     return records
 
 
-def run_certify(
-    config: TrainConfig,
-    train_sigma: float,
-    settings: CertifySettings,
-    run_dir: str | os.PathLike,
+def _at_radii(radii, accuracy) -> dict[str, float]:
+    return {f"{r:g}": float(a) for r, a in zip(radii, accuracy, strict=True)}
+
+
+def certify_run(
+    config: CertifyJobConfig,
+    model,
+    params,
+    images: np.ndarray,
+    labels: np.ndarray,
+    run_dir: Path,
     *,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train or load the base classifier, certify ``settings.examples`` test images, write
-    the TSVs, the plot and ``certify.json``; return what ``certify.json`` holds."""
-    run_dir = Path(run_dir)
-    model, params, data = train_base(config, train_sigma, run_dir, progress=progress)
-    count = min(settings.examples, len(data.test))
-    items = [data.test[i] for i in range(count)]
-    images = np.stack([x["image"] for x in items])
-    labels = np.array([x["label"] for x in items])
+    """Certify ``images: [b, s, s, 1]`` with the trained ``params``, write the TSVs and
+    the plot to ``run_dir``; returns the results (settings, certified accuracy at
+    ``config.radii``, average certified radius, timings)."""
+    count = len(labels)
     logits = np.asarray(jax.jit(model.apply)(params, images))
-    clean = logits.argmax(-1) == labels
     start = time.perf_counter()
-    records = certify_test_set(model, params, images, labels, settings, progress=progress)
+    records = certify_test_set(model, params, images, labels, config, progress=progress)
     seconds = time.perf_counter() - start
     for name, rows in records.items():
-        _write_tsv(run_dir / f"certify_{name}.tsv", rows)
-    curve_radii = np.linspace(0.0, max(1.5, max(settings.radii)), 121)
-    curves = {name: certified_accuracy(rows, curve_radii) for name, rows in records.items()}
-    curves["base"] = base_certified_accuracy(logits, labels, curve_radii)
-    _plot(
+        _write_tsv(Path(run_dir) / f"certify_{name}.tsv", rows)
+    curve_radii = np.linspace(0.0, max(1.5, max(config.radii)), 121)
+    curves = {
+        LABELS[name]: (curve_radii, certified_accuracy(rows, curve_radii))
+        for name, rows in records.items()
+    }
+    curves[LABELS["base"]] = (curve_radii, base_certified_accuracy(logits, labels, curve_radii))
+    training.plot_lines(
         curves,
-        curve_radii,
-        run_dir / PLOT_FILE,
-        f"digits, {count} test images, sigma {settings.sigma:g}, n {settings.n}, "
-        f"alpha {settings.alpha:g}",
+        Path(run_dir) / PLOT_FILE,
+        xlabel="L2 radius (input units, pixels in [-1, 1])",
+        ylabel="certified accuracy",
+        ylim=(0, 1),
+        dashed=(LABELS["base"],),
+        title=f"digits, {count} test images, sigma {config.sigma:g}, n {config.n}, "
+        f"alpha {config.alpha:g}",
     )
     chosen: dict[str, int] = {}
     for row in records["lipschitz"]:
         chosen[row["method"]] = chosen.get(row["method"], 0) + 1
-    results = {
-        "settings": settings.as_json(),
-        "train_sigma": train_sigma,
+    identity = config_to_dict(config, identity_only=True)
+    settings = {k: v for k, v in config_to_dict(config).items() if k not in identity}
+    return {
+        "settings": settings,
+        "train_sigma": config.train_sigma,
         "examples": count,
-        "clean_accuracy": float(clean.mean()),
-        "base_certified_accuracy": {
-            f"{r:g}": float(a)
-            for r, a in zip(
-                settings.radii,
-                base_certified_accuracy(logits, labels, settings.radii),
-                strict=True,
-            )
-        },
+        "clean_accuracy": float((logits.argmax(-1) == labels).mean()),
+        "base_certified_accuracy": _at_radii(
+            config.radii, base_certified_accuracy(logits, labels, config.radii)
+        ),
         "certified_accuracy": {
-            name: {
-                f"{r:g}": float(a)
-                for r, a in zip(
-                    settings.radii, certified_accuracy(rows, settings.radii), strict=True
-                )
-            }
+            name: _at_radii(config.radii, certified_accuracy(rows, config.radii))
             for name, rows in records.items()
         },
         "average_certified_radius": {
@@ -320,7 +287,5 @@ def run_certify(
         },
         "lipschitz_chosen": dict(sorted(chosen.items())),
         "certify_seconds": seconds,
-        "forward_passes_per_second": count * (settings.n0 + settings.n) / seconds,
+        "forward_passes_per_second": count * (config.n0 + config.n) / seconds,
     }
-    (run_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
-    return results

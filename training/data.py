@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import grain
 import jax
 import numpy as np
+
+from training.state import key_data
 
 
 class ArraySource:
@@ -29,11 +31,24 @@ class ArraySource:
         return {name: a[index] for name, a in self._arrays.items()}
 
 
+def _shuffle_seed(seed: int | jax.Array) -> int:
+    """A grain seed in ``[0, 2**32)`` from an int or a key (XOR of its key words)."""
+    if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
+        if not 0 <= seed < 2**32:
+            raise ValueError(f"seed must be an int in [0, 2**32) or a key, got {seed}")
+        return int(seed)
+    try:
+        data, _ = key_data(seed)
+    except ValueError:
+        raise ValueError(f"seed must be an int in [0, 2**32) or a key, got {seed!r}") from None
+    return int(np.bitwise_xor.reduce(np.asarray(data, np.uint32).ravel()))
+
+
 def make_loader(
     source: Sequence[Any],
     batch_size: int,
     *,
-    seed: int = 0,
+    seed: int | jax.Array = 0,
     shuffle: bool = True,
     num_epochs: int | None = None,
     drop_remainder: bool | None = None,
@@ -45,7 +60,9 @@ def make_loader(
       source: any random-access source (``len`` and ``__getitem__``): a TFDS
         ``as_data_source()`` split, a list, a grain source.
       batch_size: examples per batch on this process.
-      seed: shuffle seed; each epoch is reshuffled deterministically.
+      seed: shuffle seed, an ``int`` in ``[0, 2**32)`` or a ``jax.random.key``
+        (``jax.random.key(s)`` shuffles as the seed ``s`` does); each epoch is
+        reshuffled deterministically.
       shuffle: whether to shuffle.
       num_epochs: passes over the data; ``None`` repeats forever (training).
       drop_remainder: drop a last incomplete batch; defaults to ``True`` when
@@ -63,7 +80,8 @@ def make_loader(
     if num_epochs is not None and num_epochs < 1:
         raise ValueError(f"num_epochs must be None or >= 1, got {num_epochs}")
     if len(source) == 0:
-        raise ValueError("source is empty")
+        raise ValueError("source must hold at least one example, got an empty source")
+    seed = _shuffle_seed(seed)
     if drop_remainder is None:
         drop_remainder = num_epochs is None
     ds = grain.MapDataset.source(source)
@@ -82,20 +100,86 @@ def make_loader(
     return ds.batch(batch_size, drop_remainder=drop_remainder).to_iter_dataset()
 
 
+class MaskedBatch(NamedTuple):
+    """An evaluation batch padded to full size.
+
+    Attributes:
+      batch: the examples, every leaf ``[batch_size, ...]``; the padding rows
+        are copies of real examples.
+      mask: ``bool[batch_size]``, true for the real examples.
+    """
+
+    batch: Any
+    mask: np.ndarray
+
+
+class _PaddedSource:
+    """``source[indices[i]]`` with the flag ``i < num_real``."""
+
+    def __init__(self, source: Sequence[Any], indices: list[int], num_real: int):
+        self.source = source
+        self.indices = indices
+        self.num_real = num_real
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[Any, np.bool_]:
+        return self.source[self.indices[i]], np.bool_(i < self.num_real)
+
+
+def eval_indices(
+    n: int, batch_size: int, process_index: int = 0, process_count: int = 1
+) -> tuple[list[int], int, int]:
+    """``(indices, num_real, batch)``: the padded evaluation order of one process.
+
+    Process ``p`` reads ``range(p, n, process_count)``, padded with copies of its
+    first example (of example 0 if it has none) to ``num_batches * batch``
+    indices, where ``batch = min(batch_size, ceil(n / process_count))`` and
+    ``num_batches = ceil(ceil(n / process_count) / batch)`` are the same on every
+    process; the first ``num_real`` indices are real.
+    """
+    per_process = -(-n // process_count)
+    batch = min(batch_size, per_process)
+    num_batches = -(-per_process // batch)
+    real = list(range(process_index, n, process_count))
+    padding = [real[0] if real else 0] * (num_batches * batch - len(real))
+    return real + padding, len(real), batch
+
+
 def make_eval_loader(
     source: Sequence[Any],
-    max_batch_size: int = 128,
+    batch_size: int = 128,
     *,
     transform: Callable[[Any], Any] | None = None,
 ) -> grain.IterDataset:
-    """One ordered pass over ``source`` in equal batches, for evaluation.
+    """One ordered pass over ``source`` in batches of one fixed size, for evaluation.
 
-    The batch size is the largest divisor of ``len(source)`` up to
-    ``max_batch_size``, so every batch has the same shape and a jitted eval step
-    compiles once (a ragged last batch would compile a second time).
+    Every batch is a ``MaskedBatch(batch, mask)`` of ``min(batch_size,
+    len(source))`` examples (per process in a multi-process run); the last one is
+    padded with copies of real examples and ``mask`` marks the real ones. All
+    batches have the same shape, so a jitted eval step compiles once whatever the
+    size of the set, and ``training.evaluate`` weights every metric by the mask:
+    the result is the mean over exactly the examples of ``source``.
+
+    Args:
+      source: any random-access source (``len`` and ``__getitem__``).
+      batch_size: examples per batch (on this process).
+      transform: applied to every example (padding copies included) before
+        batching.
+
+    In a multi-process run process ``p`` reads ``source[p::process_count]``, and
+    every process yields the same number of batches (see ``eval_indices``).
     """
-    if max_batch_size < 1:
-        raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
-    n = len(source)
-    batch_size = max((d for d in range(1, min(n, max_batch_size) + 1) if n % d == 0), default=1)
-    return make_loader(source, batch_size, shuffle=False, num_epochs=1, transform=transform)
+    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if len(source) == 0:
+        raise ValueError("source must hold at least one example, got an empty source")
+    indices, num_real, batch = eval_indices(
+        len(source), int(batch_size), jax.process_index(), jax.process_count()
+    )
+    ds = grain.MapDataset.source(_PaddedSource(source, indices, num_real))
+    if transform is not None:
+        ds = ds.map(lambda item: (transform(item[0]), item[1]))
+    ds = ds.batch(batch, drop_remainder=False).map(lambda b: MaskedBatch(*b))
+    return ds.to_iter_dataset()

@@ -58,6 +58,45 @@ def plot_curves(
     return _save(fig, path)
 
 
+def plot_lines(
+    curves: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | os.PathLike,
+    *,
+    xlabel: str,
+    ylabel: str,
+    ylim: tuple[float, float] | None = None,
+    points: dict[float, float] | None = None,
+    dashed: Sequence[str] = (),
+    title: str | None = None,
+) -> Path:
+    """One panel of labelled curves, e.g. certified accuracy against radius.
+
+    Args:
+      curves: ``label -> (x, y)``.
+      path: the PNG to write.
+      ylim: fixed y range.
+      points: extra marked points ``x -> y`` (reported values on the first curve).
+      dashed: labels drawn as grey dashed reference curves.
+    """
+    if not curves:
+        raise ValueError("curves is empty: nothing to plot")
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for label, (x, y) in curves.items():
+        style = {"linestyle": "--", "color": "gray"} if label in dashed else {}
+        ax.plot(x, y, label=label, **style)
+    if points:
+        ax.scatter(list(points), list(points.values()), zorder=3)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
 def plot_image_grid(
     rows: Sequence[Sequence[np.ndarray]],
     path: str | os.PathLike,

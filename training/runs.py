@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from miles_cli import UsageError
 from training.checkpoint import Checkpointer
 from training.loop import CHECKPOINT_DIR, FitResult
 from training.optim import OptimizerConfig, make_optimizer
@@ -22,47 +23,40 @@ LOSS_CURVE_FILE = "loss_curve.png"
 RESULTS_FILE = "results.json"
 
 
-def check_job_config(config: Any, presets: dict[str, dict[str, Any]], task: str) -> None:
-    """Shared validation of a job configuration: task, model, preset, sizes."""
-    if config.task != task:
-        raise ValueError(f"task must be {task!r}, got {config.task!r}")
-    if config.model not in presets:
-        raise ValueError(f"model must be one of {sorted(presets)}, got {config.model!r}")
-    if config.preset not in presets[config.model]:
-        raise ValueError(
-            f"preset of model {config.model!r} must be one of "
-            f"{sorted(presets[config.model])}, got {config.preset!r}"
-        )
-    for name in ("batch_size", "num_steps"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
-
-
-def init_state(config: Any, model: Any, sample: Any, final_fraction: float = 0.01):
-    """``(optimizer, train state)``: AdamW with warm-up and cosine decay to
-    ``final_fraction`` of the peak rate, parameters initialised on ``sample`` from
-    ``config.seed``."""
-    optimizer = make_optimizer(
+def init_state(
+    config: Any,
+    model: Any,
+    sample: Any,
+    *,
+    optimizer: str = "adamw",
+    max_warmup: int = 100,
+    final_fraction: float = 0.01,
+):
+    """``(optimizer, train state)`` of a job config with ``learning_rate``, ``num_steps``,
+    ``seed`` (and optionally ``weight_decay``): warm-up over a tenth of the run (at most
+    ``max_warmup`` steps), cosine decay to ``final_fraction`` of the peak rate,
+    parameters initialised on ``sample`` from ``config.seed``."""
+    transform = make_optimizer(
         OptimizerConfig(
-            name="adamw",
+            name=optimizer,
             learning_rate=config.learning_rate,
-            weight_decay=config.weight_decay,
+            weight_decay=getattr(config, "weight_decay", 0.0),
             schedule="warmup_cosine",
-            warmup_steps=min(100, config.num_steps // 10),
+            warmup_steps=min(max_warmup, config.num_steps // 10),
             final_fraction=final_fraction,
         ),
         config.num_steps,
     )
-    key = jax.random.PRNGKey(config.seed)
+    key = jax.random.key(config.seed)
     params = jax.jit(model.init)(key, sample)
-    return optimizer, TrainState.create(params, optimizer, jax.random.fold_in(key, 1))
+    return transform, TrainState.create(params, transform, jax.random.fold_in(key, 1))
 
 
 def prepare_run_dir(run_dir: str | os.PathLike, config: dict[str, Any]) -> Path:
     """Create ``run_dir`` for ``config``, or accept it if it holds the same run.
 
     Raises:
-      ValueError: the directory holds a different run (so its checkpoints must
+      UsageError: the directory holds a different run (so its checkpoints must
         not be resumed with this configuration).
     """
     run_dir = Path(run_dir)
@@ -72,7 +66,7 @@ def prepare_run_dir(run_dir: str | os.PathLike, config: dict[str, Any]) -> Path:
         if saved != config:
             diff = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
             diff.update({k: (v, None) for k, v in saved.items() if k not in config})
-            raise ValueError(
+            raise UsageError(
                 f"run directory {run_dir} holds a different run (saved vs requested: {diff}); "
                 "choose another --run-dir or delete it"
             )
@@ -86,7 +80,7 @@ def load_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The configuration saved in ``run_dir``; a clear error if there is no run there."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.exists():
-        raise ValueError(f"run directory {run_dir} does not exist or holds no {CONFIG_FILE}")
+        raise UsageError(f"run directory {run_dir} does not exist or holds no {CONFIG_FILE}")
     return json.loads(path.read_text())
 
 
@@ -95,11 +89,11 @@ def restore_state(run_dir: str | os.PathLike, template: TrainState):
     ckpt = Checkpointer(Path(run_dir) / CHECKPOINT_DIR)
     try:
         if ckpt.latest_step() is None:
-            raise ValueError(f"run directory {run_dir} holds no checkpoint yet")
+            raise UsageError(f"run directory {run_dir} holds no checkpoint yet")
         try:
             return ckpt.restore(template)
         except (ValueError, KeyError, TypeError) as error:
-            raise ValueError(
+            raise UsageError(
                 f"the checkpoint in {run_dir} does not match the model in its {CONFIG_FILE}: "
                 f"{error}"
             ) from error

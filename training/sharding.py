@@ -49,26 +49,32 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
 
     ``batch`` holds this process's examples; the global batch is their
     concatenation over processes. The global batch size must be a multiple of
-    the number of devices; a batch that is not (the tail of an evaluation set)
-    is replicated instead so evaluation still sees every example.
+    the number of devices; a batch that is not (a small evaluation set) is
+    replicated instead so evaluation still sees every example. In a
+    single-process run all leaves go to the devices in one batched transfer
+    (leaves already on the devices are resharded there, not fetched).
     """
     data_sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
     replicated = NamedSharding(mesh, PartitionSpec())
     n_devices = mesh.devices.size
     n_processes = jax.process_count()
-
-    def put(x):
-        x = np.asarray(x)
+    leaves, treedef = jax.tree.flatten(batch)
+    leaves = [x if isinstance(x, jax.Array) else np.asarray(x) for x in leaves]
+    for x in leaves:
         if x.ndim == 0:
             raise ValueError(f"batch leaves need a leading batch axis, got shape {x.shape}")
+
+    if n_processes == 1:
+        shardings = [data_sharding if x.shape[0] % n_devices == 0 else replicated for x in leaves]
+        return jax.tree.unflatten(treedef, jax.device_put(leaves, shardings))
+
+    def put(x):
         global_size = x.shape[0] * n_processes
         if global_size % n_devices:
-            if n_processes > 1:
-                raise ValueError(
-                    f"global batch size {global_size} must be a multiple of the "
-                    f"{n_devices} devices in multi-host runs"
-                )
-            return jax.device_put(x, replicated)
-        return jax.make_array_from_process_local_data(data_sharding, x)
+            raise ValueError(
+                f"global batch size {global_size} must be a multiple of the "
+                f"{n_devices} devices in multi-host runs"
+            )
+        return jax.make_array_from_process_local_data(data_sharding, np.asarray(x))
 
-    return jax.tree.map(put, batch)
+    return jax.tree.unflatten(treedef, [put(x) for x in leaves])

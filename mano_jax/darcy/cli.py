@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 from collections.abc import Sequence
 
 from mano_jax.darcy.builder import (
@@ -16,108 +16,78 @@ from mano_jax.darcy.builder import (
     darcy_config,
     default_data_dir,
 )
-from training.cli import int_at_least, positive_float
+from mano_jax.darcy.solver import solve_stride
+from miles_cli import check_config, option, run_command
 
-__all__ = ["build_parser", "data_command"]
+__all__ = ["DataOptions", "data_command"]
 
 
-def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    """Argument parser of the ``data`` command."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=(
-            "Generate the Darcy-flow benchmark (coefficient a -> solution u of "
-            "-div(a grad u) = 1) as a TFDS array_record dataset."
-        ),
+@dataclasses.dataclass(frozen=True)
+class DataOptions:
+    """What to generate.
+
+    Attributes:
+      resolution: grid nodes per side of the stored arrays.
+      train_size: training examples.
+      test_size: test examples.
+      seed: root seed.
+      high: coefficient where the random field is >= 0.
+      low: coefficient where the random field is < 0.
+      solve_resolution: grid the problem is solved on before subsampling (default: 421
+        for 85, 141, 211; else 2 * resolution - 1).
+      data_dir: TFDS data directory (default: $MILES_JAX_DATA_DIR or
+        ~/.cache/miles_jax/tensorflow_datasets).
+      workers: generation processes (default: number of CPUs).
+    """
+
+    resolution: int = option(85, choices=SUPPORTED_RESOLUTIONS)
+    train_size: int = option(DEFAULT_TRAIN_SIZE, minimum=1)
+    test_size: int = option(DEFAULT_TEST_SIZE, minimum=1)
+    seed: int = option(DEFAULT_SEED, minimum=0)
+    high: float = option(DEFAULT_HIGH, positive=True)
+    low: float = option(DEFAULT_LOW, positive=True)
+    solve_resolution: int | None = option(None, minimum=3)
+    data_dir: str | None = option(None)
+    workers: int | None = option(None, minimum=1)
+
+    def __post_init__(self) -> None:
+        check_config(self)
+        if self.solve_resolution is not None:
+            solve_stride(self.resolution, self.solve_resolution)
+
+
+def generate(options: DataOptions) -> str:
+    """Generate (or find) the data set; a summary of its location and sizes."""
+    config = darcy_config(
+        options.resolution,
+        train_size=options.train_size,
+        test_size=options.test_size,
+        seed=options.seed,
+        high=options.high,
+        low=options.low,
+        solve_resolution=options.solve_resolution,
     )
-    parser.add_argument(
-        "--resolution",
-        type=int,
-        choices=SUPPORTED_RESOLUTIONS,
-        default=85,
-        help="grid nodes per side of the stored arrays (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--train-size",
-        type=int_at_least(1),
-        default=DEFAULT_TRAIN_SIZE,
-        help="training examples (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--test-size",
-        type=int_at_least(1),
-        default=DEFAULT_TEST_SIZE,
-        help="test examples (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int_at_least(0),
-        default=DEFAULT_SEED,
-        help="root seed (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--high",
-        type=positive_float,
-        default=DEFAULT_HIGH,
-        help="coefficient where the random field is >= 0 (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--low",
-        type=positive_float,
-        default=DEFAULT_LOW,
-        help="coefficient where the random field is < 0 (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--solve-resolution",
-        type=int_at_least(3),
-        default=None,
-        help="grid the problem is solved on before subsampling (default: 421 for 85, 141, "
-        "211; else 2 * resolution - 1)",
-    )
-    parser.add_argument(
-        "--data-dir",
-        default=None,
-        help="TFDS data directory (default: $MILES_JAX_DATA_DIR or "
-        "~/.cache/miles_jax/tensorflow_datasets)",
-    )
-    parser.add_argument(
-        "--workers",
-        type=int_at_least(1),
-        default=None,
-        help="generation processes (default: number of CPUs)",
-    )
-    return parser
+    data_dir = options.data_dir if options.data_dir is not None else default_data_dir()
+    builder = DarcyFlow(config=config, data_dir=data_dir, num_workers=options.workers)
+    builder.download_and_prepare()
+    splits = builder.info.splits
+    lines = [f"darcy_flow/{config.name}: {builder.data_dir}", f"  {config.description}"]
+    for name in ("train", "test"):
+        lines.append(
+            f"  {name}: {splits[name].num_examples} examples of a, u "
+            f"[{config.resolution}, {config.resolution}] float32"
+        )
+    return "\n".join(lines)
 
 
 def data_command(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """Parses ``argv``, generates (or finds) the dataset, prints its location and sizes.
-
-    Returns:
-      ``0`` on success; bad arguments exit through ``argparse`` with status 2.
-    """
-    parser = build_parser(prog)
-    args = parser.parse_args(argv)
-    try:
-        config = darcy_config(
-            args.resolution,
-            train_size=args.train_size,
-            test_size=args.test_size,
-            seed=args.seed,
-            high=args.high,
-            low=args.low,
-            solve_resolution=args.solve_resolution,
-        )
-    except ValueError as error:
-        parser.error(str(error))
-    data_dir = args.data_dir if args.data_dir is not None else default_data_dir()
-    builder = DarcyFlow(config=config, data_dir=data_dir, num_workers=args.workers)
-    builder.download_and_prepare()
-    splits = builder.info.splits
-    print(f"darcy_flow/{config.name}: {builder.data_dir}")
-    print(f"  {config.description}")
-    for name in ("train", "test"):
-        print(
-            f"  {name}: {splits[name].num_examples} examples of a, u [{config.resolution}, "
-            f"{config.resolution}] float32"
-        )
-    return 0
+    """Parse ``argv``, generate (or find) the data set, print its location and sizes;
+    returns 0, or exits with status 2 on bad arguments."""
+    return run_command(
+        DataOptions,
+        generate,
+        argv,
+        prog=prog or "python -m mano_jax data",
+        description="Generate the Darcy-flow benchmark (coefficient a -> solution u of "
+        "-div(a grad u) = 1) as a TFDS array_record dataset.",
+    )

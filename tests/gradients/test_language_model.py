@@ -1,4 +1,4 @@
-"""The offline corpus, the RNN language model and ``python -m gradients train-lm``."""
+"""The RNN language model and ``python -m gradients train-lm``."""
 
 import json
 
@@ -9,7 +9,6 @@ import optax
 import pytest
 
 from gradients.__main__ import main
-from gradients.corpus import UNKNOWN, build_corpus, tokenize, windows
 from gradients.language_model import RNNLanguageModel
 from gradients.lm_job import PLOT
 
@@ -17,36 +16,6 @@ TINY = [
     "--methods", "dsf", "--width", "8", "--layers", "1", "--seq-len", "8",
     "--vocab-size", "40", "--batch-size", "4", "--steps", "4", "--eval-every", "2",
 ]  # fmt: skip
-
-
-def test_corpus_vocabulary_and_splits():
-    corpus = build_corpus(3, valid_fraction=0.25, documents=["b a, a b a c", "d a b b"])
-    # Train "b a , a b" + "d a b", valid "a c" + "b": a and b (3 each) are kept.
-    assert corpus.vocab == (UNKNOWN, "a", "b")
-    np.testing.assert_array_equal(corpus.train, [2, 1, 0, 1, 2, 0, 1, 2])
-    np.testing.assert_array_equal(corpus.valid, [1, 0, 2])
-    assert tokenize("x[0] += 12") == ["x", "[", "0", "]", "+", "=", "12"]
-    np.testing.assert_array_equal(windows(np.arange(7), 2), [[0, 1, 2], [3, 4, 5]])
-
-
-def test_the_python_topics_corpus_is_offline_and_sizable():
-    corpus = build_corpus(500)
-    assert len(corpus.vocab) == 500 and len(corpus.train) > 90_000 and len(corpus.valid) > 9_000
-    assert corpus.train.max() == 499 and 0 < np.mean(corpus.train == 0) < 0.2
-    assert build_corpus(500).train.tobytes() == corpus.train.tobytes()
-
-
-@pytest.mark.parametrize(
-    "call,message",
-    [
-        (lambda: build_corpus(1), "vocab_size must be an int >= 2"),
-        (lambda: build_corpus(10, valid_fraction=1.0), "valid_fraction must be in"),
-        (lambda: windows(np.arange(3), 3), "too few for one window"),
-    ],
-)
-def test_corpus_arguments_are_checked(call, message):
-    with pytest.raises(ValueError, match=message):
-        call()
 
 
 def test_feedback_changes_only_the_backward_pass():
@@ -110,11 +79,11 @@ def test_train_lm_writes_curves_and_results(lm_run, capsys):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--steps", "0"], "expected an integer >= 1, got 0"),
+        (["--steps", "0"], "num_steps must be an integer >= 1, got 0"),
         (["--methods", "adjoint"], "invalid choice: 'adjoint'"),
         (["--cell", "transformer"], "invalid choice: 'transformer'"),
-        (["--methods", "dsf", "dsf"], "methods must be distinct names"),
-        (["--weight-decay", "-1"], "weight_decay must be >= 0"),
+        (["--methods", "dsf", "dsf"], "methods must be distinct"),
+        (["--weight-decay", "-1"], "weight_decay must be a finite number >= 0"),
         (["--seq-len", "5000", "--batch-size", "64"], "training windows"),
     ],
 )

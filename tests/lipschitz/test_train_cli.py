@@ -11,9 +11,8 @@ import pytest
 
 from lipschitz.__main__ import main
 from lipschitz.certify import certified_radii, logit_margins
-from lipschitz.train_job import RESULTS_PLOT, TrainConfig, build
-from mano_jax.images import load_digits
-from training import runs
+from lipschitz.train_job import RESULTS_PLOT, TrainConfig
+from training import harness
 
 TINY = [
     "--image-size", "8", "--widths", "4", "--hidden", "8", "--steps", "40",
@@ -49,11 +48,11 @@ def test_train_writes_results_and_figures(trained_run, capsys):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--steps", "0"], "expected an integer >= 1, got 0"),
-        (["--widths", "3"], "expected an even integer"),
+        (["--steps", "0"], "argument --steps: num_steps must be an integer >= 1, got 0"),
+        (["--widths", "3"], "widths must be a non-empty sequence of values, each an even"),
         (["--image-size", "10", "--widths", "4", "4", "4"], "divisible by 4"),
-        (["--radii", "-1"], "expected a positive finite number"),
-        (["--offset", "-1"], "offset must be >= 0"),
+        (["--radii", "-1"], "radii must be a non-empty sequence of values, each a finite"),
+        (["--offset", "-1"], "offset must be a finite number >= 0"),
         (["--kernel-size", "9", "--image-size", "8"], "kernel_size must be <= image_size"),
     ],
 )
@@ -75,12 +74,9 @@ def test_other_run_in_the_directory_is_refused(trained_run, capsys):
 def test_certificates_hold_on_the_trained_network(trained_run):
     """No perturbation inside the certified radius flips a certified prediction, and the
     network's Jacobian has spectral norm <= 1 at the test points."""
-    config = TrainConfig(**json.loads((trained_run / "config.json").read_text()))
-    model, _, template = build(config)
-    params = runs.restore_state(trained_run, template).params
-    data = load_digits(config.image_size)
-    images = jnp.stack([data.test[i]["image"] for i in range(32)])
-    labels = jnp.asarray([data.test[i]["label"] for i in range(32)])
+    config, experiment, state = harness.restore(TrainConfig, trained_run)
+    model, params = experiment.model, state.params
+    images, labels = (jnp.asarray(a[:32]) for a in experiment.extras["test"])
     apply = jax.jit(model.apply)
     logits = apply(params, images)
     radii = certified_radii(logits, labels)

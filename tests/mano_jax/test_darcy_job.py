@@ -49,10 +49,11 @@ def test_train_command_trains_and_writes_a_run(tmp_path, data_dir, capsys):
     np.testing.assert_allclose(a_norm.mean, a_train.mean(axis=0), rtol=1e-6)
     assert u_norm.mean.shape == (16, 16)
 
-    # The same command resumes the finished run without training again.
-    assert main([*args, "--run-dir", str(run), "--data-dir", data_dir, "--no-progress"]) == 0
-    again = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert again == records
+    # The reloaded checkpoint predicts what the trained model predicted: the same error.
+    assert main(["eval", "--run-dir", str(run), "--data-dir", data_dir]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["test_relative_l2"] == pytest.approx(results["test_relative_l2"], rel=1e-6)
+    assert (evaluated["step"], evaluated["test_resolution"]) == (60, 16)
 
     # Another configuration refuses the directory instead of mixing runs.
     with pytest.raises(SystemExit) as exc:
@@ -64,16 +65,18 @@ def test_train_command_trains_and_writes_a_run(tmp_path, data_dir, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["train", "--model", "unet"], "model must be one of"),
-        (["train", "--task", "classify", "--resolution", "32"], "--resolution do(es) not apply"),
-        (["train", "--download"], "--download only applies"),
+        (["train", "--model", "unet"], "argument --model: invalid choice: 'unet'"),
+        (["train", "--task", "classify", "--resolution", "32"], "unrecognized arguments"),
+        (["train", "--download"], "unrecognized arguments: --download"),
         (["train", "--task", "classify", "--dataset", "no_such_data_set"], "unknown TFDS data set"),
-        (["eval", "--run", "/nonexistent/run"], "holds no config.json"),
+        (["eval", "--run-dir", "/nonexistent/run"], "holds no config.json"),
+        (["eval"], "the following arguments are required: --run-dir"),
         (["train", "--preset", "huge"], "preset of model 'mano'"),
-        (["train", "--resolution", "33"], "resolution must be one of"),
-        (["train", "--steps", "0"], "expected an integer >= 1"),
+        (["train", "--resolution", "33"], "argument --resolution: invalid choice: 33"),
+        (["train", "--steps", "0"], "argument --steps: num_steps must be an integer >= 1"),
         (["train", "--train-size", "4", "--batch-size", "8"], "batch_size must be <="),
         (["data", "--resolution", "7"], "invalid choice"),
+        (["train", "--learning-rate", "nan"], "learning_rate must be a finite number > 0"),
     ],
 )
 def test_bad_arguments_end_with_a_message(argv, message, capsys):

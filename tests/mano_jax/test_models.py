@@ -1,18 +1,13 @@
-"""MANO operator and classifier models, their baselines, the classify job and the eval command."""
+"""MANO operator and classifier models and their baselines."""
 
 import dataclasses
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import tensorflow_datasets as tfds
 
-from mano_jax.__main__ import main
-from mano_jax.classify_job import ClassifyJobConfig, build, train_classifier
-from mano_jax.images import load_images
 from mano_jax.models import CLASSIFIER_PRESETS, OPERATOR_PRESETS, ClassifierConfig, OperatorConfig
 
 
@@ -86,64 +81,3 @@ def test_classifier_config_errors():
         ClassifierConfig(attention="linear")
     with pytest.raises(ValueError, match="num_classes"):
         ClassifierConfig(num_classes=1)
-
-
-def test_digits_are_upsampled_with_a_fixed_split():
-    data = load_images("digits", 32)
-    assert (len(data.train), len(data.test)) == (1500, 297)
-    item = data.train[0]
-    assert item["image"].shape == (32, 32, 1) and item["image"].dtype == np.float32
-    assert item["image"].min() >= -1.0 and item["image"].max() <= 1.0
-    again = load_images("digits", 32)
-    np.testing.assert_array_equal(again.test[5]["image"], data.test[5]["image"])
-    with pytest.raises(ValueError, match="image_size"):
-        load_images("digits", 4)
-
-
-def test_classify_run_checkpoint_round_trip_and_eval(tmp_path, capsys):
-    run = tmp_path / "run"
-    config = ClassifyJobConfig(
-        image_size=16, num_steps=6, batch_size=20, eval_every=3, checkpoint_every=3
-    )
-    results = train_classifier(config, run, progress=False)
-    for name in ("config.json", "metrics.jsonl", "loss_curve.png", "results.json"):
-        assert (run / name).exists(), name
-    assert json.loads((run / "results.json").read_text()) == results
-    # Reloaded parameters give the same predictions as the trained ones.
-    data = load_images("digits", 16)
-    model, _, template = build(config, data)
-    from training import runs
-
-    restored = runs.restore_state(run, template)
-    assert int(restored.step) == 6
-    batch = jnp.stack([data.test[i]["image"] for i in range(8)])
-    logits = model.apply(restored.params, batch)
-    capsys.readouterr()
-    assert main(["eval", "--run", str(run)]) == 0
-    evaluated = json.loads(capsys.readouterr().out)
-    assert evaluated["test_accuracy"] == pytest.approx(results["test_accuracy"], abs=1e-6)
-    assert logits.shape == (8, 10)
-    # A Darcy evaluation of a classification run is refused with a message.
-    with pytest.raises(SystemExit):
-        main(["eval", "--run", str(run), "--resolution", "64"])
-    assert "--resolution only applies" in capsys.readouterr().err
-
-
-def test_tfds_image_path_with_mock_data_trains_one_step(tmp_path):
-    with tfds.testing.mock_data(num_examples=16):
-        results = train_classifier(
-            ClassifyJobConfig(
-                dataset="cifar10", image_size=16, num_steps=1, batch_size=8, eval_every=1
-            ),
-            tmp_path / "run",
-            data_dir=str(tmp_path / "tfds"),
-            progress=False,
-        )
-    assert results["steps"] == 1
-    assert 0.0 <= results["test_accuracy"] <= 1.0
-    assert np.isfinite(results["test_loss"])
-
-
-def test_tfds_data_set_that_is_not_prepared_says_how_to_prepare_it(tmp_path):
-    with pytest.raises(ValueError, match="is not prepared"):
-        load_images("mnist", 28, data_dir=str(tmp_path))

@@ -10,7 +10,7 @@ from smoothing.certify_job import CERTIFICATES, PLOT_FILE, RESULTS_FILE, TSV_HEA
 
 TINY = [
     "--image-size", "8", "--widths", "4", "--hidden", "8", "--steps", "30",
-    "--train-batch", "32", "--learning-rate", "0.01", "--examples", "6", "--n0", "100",
+    "--batch-size", "32", "--learning-rate", "0.01", "--examples", "6", "--n0", "100",
     "--n", "300", "--sample-batch", "100", "--alpha", "0.01", "--sigma", "0.25",
 ]  # fmt: skip
 
@@ -75,14 +75,14 @@ def test_same_samples_and_reload(certified_run, capsys):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--sigma", "0"], "expected a positive finite number"),
-        (["--alpha", "1.5"], "expected a number in (0, 1)"),
-        (["--n", "0"], "expected an integer >= 1, got 0"),
-        (["--n0", "-3"], "expected an integer >= 1"),
-        (["--examples", "0"], "expected an integer >= 1"),
-        (["--split", "1"], "expected a number in (0, 1)"),
-        (["--widths", "3"], "expected an even integer"),
-        (["--train-sigma", "-1"], "expected a finite number >= 0"),
+        (["--sigma", "0"], "argument --sigma: sigma must be a finite number > 0, got 0.0"),
+        (["--alpha", "1.5"], "alpha must be a finite number > 0 and < 1, got 1.5"),
+        (["--n", "0"], "n must be an integer >= 1, got 0"),
+        (["--n0", "-3"], "n0 must be an integer >= 1"),
+        (["--examples", "0"], "examples must be an integer >= 1"),
+        (["--split", "1"], "split must be a finite number > 0 and < 1"),
+        (["--widths", "3"], "each an even integer"),
+        (["--train-sigma", "-1"], "train_sigma must be a finite number >= 0"),
     ],
 )
 def test_bad_arguments_exit_with_a_message(args, message, capsys, tmp_path):

@@ -1,4 +1,4 @@
-"""A small, complete training job run as a subprocess by the training tests.
+"""A small, complete training job for the training tests, in-process or as a subprocess.
 
 An MLP with dropout regresses a fixed random target through ``training.fit``.
 Usage: ``python regression_job.py WORKDIR OUT.npz [--steps N] [--sleep S]``.
@@ -6,6 +6,7 @@ Usage: ``python regression_job.py WORKDIR OUT.npz [--steps N] [--sleep S]``.
 """
 
 import argparse
+import functools
 import time
 
 import flax.linen as nn
@@ -14,6 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import training
+
+STEPS = 20
+CHECKPOINT_EVERY = 5
+EVAL_EVERY = 10
 
 
 class MLP(nn.Module):
@@ -24,21 +29,16 @@ class MLP(nn.Module):
         return nn.Dense(1)(x)[..., 0]
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("workdir")
-    parser.add_argument("out")
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--sleep", type=float, default=0.0)
-    parser.add_argument("--checkpoint-every", type=int, default=5)
-    args = parser.parse_args()
-
+@functools.cache
+def _build(steps, sleep):
+    """Everything but the train state, built once per process for each setting so
+    that repeated runs in one process reuse the compiled steps."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 4)).astype(np.float32)
     y = np.sin(x @ rng.normal(size=4)).astype(np.float32)
 
     def slow(example):
-        time.sleep(args.sleep)
+        time.sleep(sleep)
         return example
 
     model = MLP()
@@ -48,27 +48,45 @@ def main():
         return jnp.mean((pred - batch["y"]) ** 2)
 
     optimizer = training.make_optimizer(
-        training.OptimizerConfig(name="adamw", learning_rate=3e-3, schedule="cosine"), args.steps
+        training.OptimizerConfig(name="adamw", learning_rate=3e-3, schedule="cosine"), steps
     )
-    params = model.init(jax.random.PRNGKey(1), x[:1])
-    state = training.TrainState.create(params, optimizer, rng=2)
+    params = jax.jit(model.init)(jax.random.key(1), x[:1])
     train_step, eval_step = training.make_train_step(loss_fn, optimizer)
     loader = training.make_loader(training.ArraySource(x=x, y=y), 16, seed=3, transform=slow)
-    eval_loader = training.make_loader(
-        training.ArraySource(x=x[:40], y=y[:40]), 16, shuffle=False, num_epochs=1
-    )
-    result = training.fit(
+    eval_loader = training.make_eval_loader(training.ArraySource(x=x[:40], y=y[:40]), 16)
+    return params, optimizer, train_step, eval_step, loader, eval_loader
+
+
+def run(workdir, *, steps=STEPS, sleep=0.0, checkpoint_every=CHECKPOINT_EVERY):
+    """Train (or resume) the job in ``workdir``; returns the ``FitResult``."""
+    params, optimizer, train_step, eval_step, loader, eval_loader = _build(steps, sleep)
+    params = jax.tree.map(jnp.copy, params)  # fit donates the state's buffers
+    state = training.TrainState.create(params, optimizer, rng=jax.random.key(2))
+    return training.fit(
         state,
         train_step,
         loader,
-        num_steps=args.steps,
-        workdir=args.workdir,
+        num_steps=steps,
+        workdir=workdir,
         eval_step=eval_step,
         eval_data=eval_loader,
-        eval_every=10,
-        checkpoint_every=args.checkpoint_every,
+        eval_every=EVAL_EVERY,
+        checkpoint_every=checkpoint_every,
         log_every=1,
         progress=False,
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("workdir")
+    parser.add_argument("out")
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--sleep", type=float, default=0.0)
+    parser.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY)
+    args = parser.parse_args()
+    result = run(
+        args.workdir, steps=args.steps, sleep=args.sleep, checkpoint_every=args.checkpoint_every
     )
     leaves = jax.tree.leaves(jax.device_get(result.state.params))
     np.savez(args.out, *leaves, devices=jax.device_count())

@@ -89,16 +89,50 @@ def test_loader_finite_epoch_keeps_remainder_and_state_restores():
     assert _ids([next(resumed), next(resumed)]) == expected
 
 
-@pytest.mark.parametrize(("n", "cap", "size"), [(297, 100, 99), (200, 20, 20), (13, 8, 1)])
-def test_eval_loader_uses_equal_batches(n, cap, size):
-    batches = list(training.make_eval_loader(training.ArraySource(i=np.arange(n)), cap))
-    assert {len(b["i"]) for b in batches} == {size}
-    assert _ids(batches) == list(range(n))
+@pytest.mark.parametrize(("n", "batch_size"), [(13, 4), (200, 20), (3, 8)])
+def test_eval_loader_pads_the_last_batch_and_masks_it(n, batch_size):
+    batches = list(training.make_eval_loader(training.ArraySource(i=np.arange(n)), batch_size))
+    size = min(batch_size, n)
+    assert all(isinstance(b, training.MaskedBatch) for b in batches)
+    assert {len(b.batch["i"]) for b in batches} == {len(b.mask) for b in batches} == {size}
+    assert len(batches) == -(-n // size)
+    ids = np.concatenate([b.batch["i"] for b in batches])
+    mask = np.concatenate([b.mask for b in batches])
+    assert mask.dtype == bool
+    np.testing.assert_array_equal(ids[mask], np.arange(n))
+    assert set(ids[~mask]) <= set(range(n))  # padding copies real examples
 
 
-def test_eval_loader_rejects_bad_cap():
-    with pytest.raises(ValueError, match="max_batch_size"):
+@pytest.mark.parametrize("n", [1, 7, 13, 64])
+@pytest.mark.parametrize("process_count", [1, 2, 3, 8])
+def test_eval_indices_cover_every_example_once_in_equal_batches(n, process_count):
+    plans = [training.data.eval_indices(n, 4, p, process_count) for p in range(process_count)]
+    assert len({len(indices) for indices, _, _ in plans}) == 1  # same number of batches
+    batch = plans[0][2]
+    assert batch == min(4, -(-n // process_count))
+    assert len(plans[0][0]) % batch == 0
+    real = sorted(i for indices, num_real, _ in plans for i in indices[:num_real])
+    assert real == list(range(n))
+    assert all(0 <= i < n for indices, _, _ in plans for i in indices)
+
+
+def test_eval_loader_rejects_bad_batch_size():
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
         training.make_eval_loader(training.ArraySource(i=np.arange(3)), 0)
+    with pytest.raises(ValueError, match="empty"):
+        training.make_eval_loader([], 4)
+
+
+def test_loader_takes_a_key_as_seed():
+    source = training.ArraySource(i=np.arange(12))
+    by_key = _ids(training.make_loader(source, 4, seed=jax.random.key(7), num_epochs=1))
+    by_int = _ids(training.make_loader(source, 4, seed=7, num_epochs=1))
+    assert by_key == by_int
+    other = _ids(training.make_loader(source, 4, seed=jax.random.key(8), num_epochs=1))
+    assert sorted(other) == list(range(12)) and other != by_key
+    for bad in (-1, 2**32, "7"):
+        with pytest.raises(ValueError, match="seed must be an int in"):
+            training.make_loader(source, 4, seed=bad)
 
 
 @pytest.mark.parametrize(
@@ -135,16 +169,28 @@ def test_shard_batch_places_and_replicates():
     assert state["w"].sharding.is_fully_replicated
 
 
-def test_train_state_keys_differ_per_step_and_accept_typed_keys():
+def test_train_state_keys_differ_per_step_and_accept_every_key_form():
     opt = optax.sgd(0.1)
-    state = training.TrainState.create({"w": jnp.zeros(2)}, opt, jax.random.key(3))
-    assert state.rng.dtype == jnp.uint32
-    k0 = state.step_key()
-    k1 = state.replace(step=state.step + 1).step_key()
-    assert not np.array_equal(k0, k1)
-    np.testing.assert_array_equal(
-        state.rng, training.TrainState.create({"w": jnp.zeros(2)}, opt, 3).rng
-    )
+    params = {"w": jnp.zeros(2)}
+    states = [
+        training.TrainState.create(params, opt, rng)
+        for rng in (jax.random.key(3), 3, jax.random.PRNGKey(3))
+    ]
+    for state in states:
+        assert state.rng.dtype == jnp.uint32
+        np.testing.assert_array_equal(state.rng, jax.random.key_data(jax.random.key(3)))
+    k0 = states[0].step_key()
+    assert jnp.issubdtype(k0.dtype, jax.dtypes.prng_key)
+    # The key of step t is fold_in(base key, t), computed here with the public API.
+    expected = jax.random.fold_in(jax.random.key(3), 5)
+    k5 = states[1].replace(step=jnp.asarray(5, jnp.int32)).step_key()
+    np.testing.assert_array_equal(jax.random.key_data(k5), jax.random.key_data(expected))
+    assert not np.array_equal(jax.random.key_data(k0), jax.random.key_data(k5))
+    rbg = training.TrainState.create(params, opt, jax.random.key(3, impl="rbg"))
+    assert rbg.key_impl == "rbg" and rbg.step_key().shape == ()
+    for bad, match in [(3.0, "int seed"), (jax.random.split(jax.random.key(0)), "shape")]:
+        with pytest.raises(ValueError, match=match):
+            training.TrainState.create(params, opt, bad)
 
 
 def test_initialize_distributed_is_a_no_op_without_a_coordinator(monkeypatch):

@@ -1,21 +1,30 @@
 """fit: learning, logging, checkpoints, resume after a kill, non-finite stops, 8 devices."""
 
+import functools
+import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from jax import lax
 
 import training
 
 JOB = Path(__file__).with_name("regression_job.py")
+_spec = importlib.util.spec_from_file_location("regression_job", JOB)
+regression_job = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(regression_job)
 
 
 def _linear_problem(n=128, d=6, seed=0):
@@ -30,12 +39,17 @@ def _linear_loss(params, batch, rng):
     return jnp.mean(err**2), {"mae": jnp.mean(jnp.abs(err))}
 
 
-def _setup(lr=0.05, num_steps=60):
-    optimizer = training.make_optimizer(
-        training.OptimizerConfig(name="adam", learning_rate=lr), num_steps
-    )
+@functools.cache
+def _steps(lr):
+    optimizer = training.make_optimizer(training.OptimizerConfig(name="adam", learning_rate=lr), 60)
+    return optimizer, *training.make_train_step(_linear_loss, optimizer)
+
+
+def _setup(lr=0.05):
+    """A fresh state (``fit`` donates its buffers) with train and eval steps shared per ``lr``."""
+    optimizer, train_step, eval_step = _steps(lr)
     state = training.TrainState.create({"w": jnp.zeros(6)}, optimizer, rng=0)
-    return state, *training.make_train_step(_linear_loss, optimizer)
+    return state, train_step, eval_step
 
 
 def test_fit_learns_and_logs(tmp_path):
@@ -52,7 +66,7 @@ def test_fit_learns_and_logs(tmp_path):
             training.ArraySource(x=x, y=y), 50, shuffle=False, num_epochs=1
         ),
         eval_every=20,
-        checkpoint_every=10,
+        checkpoint_every=20,
         keep_checkpoints=2,
         log_every=5,
         progress=False,
@@ -69,7 +83,29 @@ def test_fit_learns_and_logs(tmp_path):
     # The eval metric is the example-weighted mean over 50 + 50 + 28 examples.
     w = np.asarray(result.state.params["w"])
     assert evals[-1]["loss"] == pytest.approx(float(np.mean((x @ w - y) ** 2)), rel=1e-4)
-    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [50, 60]
+    assert _saved_steps(tmp_path) == [40, 60]
+
+
+def test_train_record_is_the_window_mean_of_each_step():
+    """The records of the on-device window equal the means of the per-step metrics
+    (computed here one step at a time, outside ``fit``), and any ``(state, batch) ->
+    (state, metrics)`` callable trains like a ``TrainStep``."""
+    x, y = _linear_problem()
+    batches = [{"x": x[i : i + 16], "y": y[i : i + 16]} for i in range(0, 96, 16)]
+    state, train_step, _ = _setup()
+    per_step = []
+    for batch in batches:
+        state, metrics = train_step(state, batch)
+        per_step.append(jax.device_get(metrics))
+    for step_fn in (train_step, lambda s, b: train_step(s, b)):
+        fresh, *_ = _setup()
+        result = training.fit(fresh, step_fn, batches, num_steps=6, log_every=4, progress=False)
+        chex.assert_trees_all_close(result.state.params, state.params, rtol=1e-6)
+        assert [r["step"] for r in result.history] == [4, 6]
+        for record, window in zip(result.history, [per_step[:4], per_step[4:]], strict=True):
+            for name in ("loss", "mae", "grad_norm"):
+                expected = np.mean([float(m[name]) for m in window])
+                assert record[name] == pytest.approx(expected, rel=1e-6)
 
 
 def test_eval_step_and_train_step_match_manual_update():
@@ -78,9 +114,9 @@ def test_eval_step_and_train_step_match_manual_update():
     batch = {"x": x[:16], "y": y[:16]}
     grads = jax.grad(lambda p: _linear_loss(p, batch, None)[0])(state.params)
     # Adam's first step moves every coordinate by lr * sign(grad).
-    expected = -0.1 * np.sign(np.asarray(grads["w"]))
+    expected = {"w": -0.1 * np.sign(np.asarray(grads["w"]))}
     new_state, metrics = train_step(state, batch)
-    np.testing.assert_allclose(new_state.params["w"], expected, rtol=1e-5, atol=1e-7)
+    chex.assert_trees_all_close(new_state.params, expected, rtol=1e-5, atol=1e-7)
     assert int(new_state.step) == 1
     assert set(metrics) == {"loss", "mae", "grad_norm"}
     np.testing.assert_allclose(metrics["grad_norm"], np.linalg.norm(grads["w"]), rtol=1e-5)
@@ -89,16 +125,19 @@ def test_eval_step_and_train_step_match_manual_update():
     )
 
 
-def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
+def _nan_loader(bad_row):
     x, y = _linear_problem(n=20)
-    x[6, 0] = np.nan  # with batch 2 and no shuffling, step 4 sees it
+    x[bad_row, 0] = np.nan  # with batch 2 and no shuffling, step bad_row // 2 + 1 sees it
+    return training.make_loader(training.ArraySource(x=x, y=y), 2, shuffle=False)
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
     state, train_step, _ = _setup()
-    loader = training.make_loader(training.ArraySource(x=x, y=y), 2, shuffle=False)
     with pytest.raises(training.NonFiniteLossError, match="step 4"):
         training.fit(
             state,
             train_step,
-            loader,
+            _nan_loader(6),
             num_steps=10,
             workdir=tmp_path,
             checkpoint_every=3,
@@ -110,6 +149,71 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
     restored = ckpt.restore(template)
     assert int(restored.step) == 3
     assert np.all(np.isfinite(restored.params["w"]))
+
+
+@pytest.mark.parametrize(
+    ("bad_step", "checkpoint_every", "log_every", "eval_every"),
+    [(6, 3, 100, 0), (2, 0, 5, 0), (7, 4, 10, 3)],
+    ids=["seen-at-its-own-checkpoint-step", "seen-at-a-record", "seen-at-a-later-checkpoint"],
+)
+def test_non_finite_error_names_the_first_bad_step(
+    tmp_path, bad_step, checkpoint_every, log_every, eval_every
+):
+    """The steps after the first bad one are non-finite too (the parameters are NaN):
+    the error names the first, and nothing is logged, evaluated or saved at or after it."""
+    state, train_step, eval_step = _setup()
+    x, y = _linear_problem(n=8)
+    with pytest.raises(training.NonFiniteLossError, match=f"step {bad_step}:") as error:
+        training.fit(
+            state,
+            train_step,
+            _nan_loader(2 * bad_step - 2),
+            num_steps=12,
+            workdir=tmp_path,
+            eval_step=eval_step,
+            eval_data=training.make_eval_loader(training.ArraySource(x=x, y=y), 4),
+            eval_every=eval_every,
+            checkpoint_every=checkpoint_every,
+            log_every=log_every,
+            progress=False,
+        )
+    assert error.value.step == bad_step
+    assert np.isnan(error.value.metrics["loss"])
+    records = training.read_metrics(tmp_path / "metrics.jsonl")
+    if eval_every:
+        assert [r["step"] for r in records if r["split"] == "eval"] == list(
+            range(eval_every, bad_step, eval_every)
+        )
+    assert all(r["step"] < bad_step and np.isfinite(r["loss"]) for r in records)
+    expected = list(range(checkpoint_every, bad_step, checkpoint_every)) if checkpoint_every else []
+    assert _saved_steps(tmp_path) == expected
+
+
+def test_fit_does_not_wait_for_each_step():
+    """Between two records the host only dispatches: it asks for batch 10 long before
+    the device has finished the ten slow steps (a synchronous loop asks for each batch
+    only once the previous step is done, at about 8/9 of the run)."""
+    a = jnp.asarray(np.random.default_rng(0).normal(size=(256, 256)).astype(np.float32) / 16)
+
+    def slow_loss(params, batch, rng):
+        m = lax.fori_loop(0, 30, lambda i, m: jnp.tanh(m @ a), batch["x"] * params["w"])
+        return jnp.mean(m**2)
+
+    asked = []
+
+    def batches():
+        while True:
+            asked.append(time.perf_counter())
+            yield {"x": np.ones((256, 256), np.float32)}
+
+    optimizer = optax.adam(1e-3)
+    train_step, _ = training.make_train_step(slow_loss, optimizer)
+    state = training.TrainState.create({"w": jnp.ones(256)}, optimizer, rng=0)
+    training.fit(state, train_step, batches(), num_steps=10, log_every=10, progress=False)
+    end = time.perf_counter()
+    # From batch 2 on (step 1 includes the compilation).
+    ratio = (asked[9] - asked[1]) / (end - asked[1])
+    assert ratio < 0.5, ratio
 
 
 def test_fit_argument_errors(tmp_path):
@@ -125,13 +229,9 @@ def test_fit_argument_errors(tmp_path):
         training.fit(state, train_step, data, num_steps=3, progress=False)
 
 
-def _run_job(workdir, out, *extra, env=None, wait=True):
+def _start_job(workdir, out, *extra, env=None):
     cmd = [sys.executable, str(JOB), str(workdir), str(out), *extra]
-    if not wait:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def _leaves(path):
@@ -144,50 +244,90 @@ def _saved_steps(workdir):
     return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.exists() else []
 
 
-def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
-    _run_job(tmp_path / "straight", tmp_path / "straight.npz")
-
-    # A slowed-down run, killed (SIGKILL) as soon as its first checkpoint exists.
-    proc = _run_job(tmp_path / "killed", tmp_path / "killed.npz", "--sleep", "0.01", wait=False)
+def _kill_at_first_checkpoint(proc, workdir, outcome):
     deadline = time.monotonic() + 240
-    while not _saved_steps(tmp_path / "killed") and time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
+    while not _saved_steps(workdir) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    alive = proc.poll() is None
+    if alive:
+        os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    steps_at_kill = _saved_steps(tmp_path / "killed")
-    assert steps_at_kill and max(steps_at_kill) < 40, steps_at_kill
-    assert not (tmp_path / "killed.npz").exists()
+    outcome["killed"] = alive
+    outcome["steps_at_kill"] = _saved_steps(workdir)
+    outcome["stderr"] = proc.stderr.read().decode()[-3000:]
 
-    _run_job(tmp_path / "killed", tmp_path / "killed.npz")
-    for a, b in zip(
-        _leaves(tmp_path / "straight.npz"), _leaves(tmp_path / "killed.npz"), strict=True
-    ):
-        np.testing.assert_array_equal(a, b)
-    records = training.read_metrics(tmp_path / "killed" / "metrics.jsonl")
-    straight = training.read_metrics(tmp_path / "straight" / "metrics.jsonl")
+
+@pytest.fixture(scope="module", autouse=True)
+def jobs(tmp_path_factory):
+    """Two subprocess runs of the regression job, started together: one on 8 devices,
+    and one slowed down and killed (SIGKILL) as soon as its first checkpoint exists.
+    Autouse: they start with the first test of this module and run alongside it."""
+    root = tmp_path_factory.mktemp("jobs")
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "JAX_PLATFORMS": "cpu",
+    }
+    eight = _start_job(root / "d8", root / "d8.npz", env=env)
+    killed = _start_job(root / "killed", root / "killed.npz", "--sleep", "0.01")
+    outcome = {}
+    killer = threading.Thread(
+        target=_kill_at_first_checkpoint, args=(killed, root / "killed", outcome)
+    )
+    killer.start()
+    yield {"root": root, "eight": eight, "killer": killer, "killed": outcome}
+    for proc in (eight, killed):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    killer.join()
+
+
+@pytest.fixture(scope="module")
+def straight(jobs):
+    """The uninterrupted run, in this process (1 device)."""
+    return regression_job.run(jobs["root"] / "straight")
+
+
+def test_resume_after_kill_matches_uninterrupted_run(jobs, straight):
+    jobs["killer"].join()
+    outcome = jobs["killed"]
+    assert outcome["killed"], outcome["stderr"]
+    assert outcome["steps_at_kill"], outcome
+    assert max(outcome["steps_at_kill"]) < regression_job.STEPS, outcome
+    assert not (jobs["root"] / "killed.npz").exists()
+
+    resumed = regression_job.run(jobs["root"] / "killed")
+    chex.assert_trees_all_equal(
+        jax.device_get(resumed.state.params), jax.device_get(straight.state.params)
+    )
+    records = training.read_metrics(jobs["root"] / "killed" / "metrics.jsonl")
+    assert records == resumed.history
     # The resumed log has each step once and the same losses as the straight run.
     key = [(r["step"], r["split"]) for r in records]
-    assert key == [(r["step"], r["split"]) for r in straight]
-    np.testing.assert_array_equal([r["loss"] for r in records], [r["loss"] for r in straight])
+    assert key == [(r["step"], r["split"]) for r in straight.history]
+    np.testing.assert_array_equal(
+        [r["loss"] for r in records], [r["loss"] for r in straight.history]
+    )
 
 
-def test_eight_devices_follow_the_one_device_trajectory(tmp_path):
-    runs = {}
-    for n in (1, 8):
-        env = {
-            **os.environ,
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}",
-            "JAX_PLATFORMS": "cpu",
-        }
-        _run_job(tmp_path / f"d{n}", tmp_path / f"d{n}.npz", "--steps", "20", env=env)
-        with np.load(tmp_path / f"d{n}.npz") as f:
-            assert int(f["devices"]) == n
-        runs[n] = training.read_metrics(tmp_path / f"d{n}" / "metrics.jsonl")
-    losses = {n: np.array([r["loss"] for r in recs]) for n, recs in runs.items()}
-    assert losses[1].shape == losses[8].shape == (22,)  # 20 train + 2 eval records
-    np.testing.assert_allclose(losses[8], losses[1], rtol=2e-5, atol=1e-6)
-    for a, b in zip(_leaves(tmp_path / "d1.npz"), _leaves(tmp_path / "d8.npz"), strict=True):
+def test_eight_devices_follow_the_one_device_trajectory(jobs, straight):
+    proc = jobs["eight"]
+    assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-3000:]
+    with np.load(jobs["root"] / "d8.npz") as f:
+        assert int(f["devices"]) == 8
+    records = training.read_metrics(jobs["root"] / "d8" / "metrics.jsonl")
+    key = [(r["step"], r["split"]) for r in records]
+    assert key == [(r["step"], r["split"]) for r in straight.history]
+    assert len(records) == 22  # 20 train + 2 eval records
+    np.testing.assert_allclose(
+        [r["loss"] for r in records],
+        [r["loss"] for r in straight.history],
+        rtol=2e-5,
+        atol=1e-6,
+    )
+    ours = jax.tree.leaves(jax.device_get(straight.state.params))
+    for a, b in zip(ours, _leaves(jobs["root"] / "d8.npz"), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from miles_cli import UsageError
+
 DIGITS = "digits"
 DIGITS_TEST_SIZE = 297  # 1797 digits -> 1500 train / 297 test
 
@@ -44,7 +46,7 @@ def load_digits(image_size: int = 32, seed: int = 0) -> ImageData:
     (permutation from ``seed``) of 1500 train and 297 test images."""
     from sklearn.datasets import load_digits as sk_digits
 
-    from training import ArraySource
+    from training.data import ArraySource
 
     digits = sk_digits()
     images = digits.images[..., None] / 16.0  # [1797, 8, 8, 1] in [0, 1]
@@ -89,24 +91,25 @@ def load_tfds_images(
     """A TFDS image classification data set (``image`` and ``label`` features) as
     array_record data sources, read without TensorFlow.
 
-    Nothing is downloaded unless ``download=True``; a data set that is not
-    prepared in ``data_dir`` raises a ``ValueError`` saying how to prepare it.
+    Nothing is downloaded unless ``download=True``; an unknown data set, or one that
+    is not prepared in ``data_dir``, raises ``miles_cli.UsageError`` saying how to
+    prepare it.
     """
     import tensorflow_datasets as tfds
 
     try:
         builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
     except Exception as error:  # TFDS raises its own not-found errors
-        raise ValueError(f"unknown TFDS data set {name!r}: {error}") from None
+        raise UsageError(f"unknown TFDS data set {name!r}: {error}") from None
     features = builder.info.features
     if "image" not in features or "label" not in features:
-        raise ValueError(f"TFDS data set {name!r} has no 'image' and 'label' features")
+        raise UsageError(f"TFDS data set {name!r} has no 'image' and 'label' features")
     if download:
         builder.download_and_prepare(file_format="array_record")
     try:
         train, test = (builder.as_data_source(split=s) for s in ("train", test_split))
     except Exception as error:
-        raise ValueError(
+        raise UsageError(
             f"TFDS data set {name!r} is not prepared in {builder.data_dir} ({error}); prepare "
             f"it with --download (needs network) or `tfds build {name} "
             "--file_format=array_record`"
