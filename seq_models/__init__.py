@@ -1,0 +1,47 @@
+"""Sequence models: LOCOST (state-space encoder-decoder for very long inputs).
+
+- ``s4d``: the S4D-Lin kernel (ZOH), chunked over the length, its explicit reference
+  and the step-by-step recurrence;
+- ``bidirectional_conv``: the bidirectional convolution through one FFT of size
+  ``>= 2L`` (any ``L``), its overlap-add form and the direct ``O(L^2)`` reference;
+- ``ssm_block``: the gated bidirectional SSM block; ``t5``: RMSNorm, gated-GELU
+  feed-forward, relative-position attention, the T5 decoder (and a full-attention T5
+  encoder as baseline); ``generation``: greedy and beam search under ``jax.jit``;
+- ``locost``: the LOCOST model and its presets; ``locost_job``: gap-sentence
+  pretraining and summarization fine-tuning on the shared harness;
+- ``tokenizer`` (SentencePiece), ``summarization`` (offline documentation
+  summarization data), ``rouge`` (ROUGE and the lead-k / random baselines),
+  ``gap_sentences`` (the pretraining objective).
+"""
+
+from seq_models.bidirectional_conv import (
+    bidirectional_conv,
+    bidirectional_conv_chunked,
+    bidirectional_conv_direct,
+)
+from seq_models.generation import beam_search, greedy_search
+from seq_models.locost import LOCOST, LOCOSTConfig, count_parameters, locost_config
+from seq_models.s4d import s4d_kernel, s4d_kernel_reference, ssm_recurrence
+from seq_models.ssm_block import SSMBlock
+from seq_models.t5 import T5Decoder, T5Encoder
+from seq_models.tokenizer import Tokenizer, train_tokenizer
+
+__all__ = [
+    "LOCOST",
+    "LOCOSTConfig",
+    "SSMBlock",
+    "T5Decoder",
+    "T5Encoder",
+    "Tokenizer",
+    "beam_search",
+    "bidirectional_conv",
+    "bidirectional_conv_chunked",
+    "bidirectional_conv_direct",
+    "count_parameters",
+    "greedy_search",
+    "locost_config",
+    "s4d_kernel",
+    "s4d_kernel_reference",
+    "ssm_recurrence",
+    "train_tokenizer",
+]

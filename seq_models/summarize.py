@@ -1,0 +1,112 @@
+"""Summarise a text of any length with a trained LOCOST run: ``python -m seq_models summarize``.
+
+The whole document is encoded at once (no truncation: the SSM encoder costs
+``O(L log L)``), one jitted layer at a time so a progress bar follows the encoder;
+the decoder then runs beam search from the cached encoder outputs.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from miles_cli import UsageError
+from seq_models.generation import beam_search
+from seq_models.locost import LOCOST, LOCOSTEncoderLayer, step_fn
+from seq_models.t5 import RMSNorm
+from seq_models.tokenizer import Tokenizer
+
+
+def read_document(path: str | os.PathLike) -> str:
+    """The UTF-8 text of ``path``; ``UsageError`` for a missing, binary or empty file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"no such file: {path}")
+    data = path.read_bytes()
+    if b"\0" in data:
+        raise UsageError(f"{path} is a binary file, not text")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"{path} is not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
+    if not text.strip():
+        raise UsageError(f"{path} is empty: nothing to summarise")
+    return text
+
+
+def encode_document(
+    model: LOCOST, params, tokens: np.ndarray, *, progress: bool = True
+) -> jax.Array:
+    """Encoder outputs ``[1, L, D]`` of ``tokens: [L]``, one jitted layer at a time."""
+    config = model.config
+    ids = jnp.asarray(tokens, jnp.int32)[None]
+    h = model.apply({"params": params}, ids, method=LOCOST.embed_tokens)
+    layer = jax.jit(lambda p, h: LOCOSTEncoderLayer(config).apply({"params": p}, h))
+    bar = tqdm(
+        range(config.num_encoder_layers),
+        desc=f"encoder ({len(tokens):,} tokens)",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    h = h.astype(jnp.dtype(config.dtype))
+    for i in bar:
+        h = layer(params["encoder"][f"layers_{i}"], h)
+        h.block_until_ready()
+    return RMSNorm().apply({"params": params["encoder"]["final_norm"]}, h)
+
+
+@functools.cache
+def _decoder(model: LOCOST, max_length: int, num_beams: int, eos_id: int, pad_id: int):
+    step = functools.partial(step_fn, model=model)
+
+    @jax.jit
+    def decode(params, encoded):
+        mask = jnp.ones(encoded.shape[:2], bool)
+        _, variables = model.apply(
+            {"params": params},
+            encoded,
+            mask,
+            max_length,
+            method=LOCOST.init_cache_from,
+            mutable=["cache"],
+        )
+        start = jnp.full((encoded.shape[0],), pad_id, jnp.int32)
+        tokens, _ = beam_search(
+            step,
+            params,
+            variables["cache"],
+            start,
+            max_length=max_length,
+            num_beams=num_beams,
+            eos_id=eos_id,
+            pad_id=pad_id,
+        )
+        return tokens
+
+    return decode
+
+
+def summarize_text(
+    model: LOCOST,
+    params,
+    tokenizer: Tokenizer,
+    text: str,
+    *,
+    max_length: int = 64,
+    num_beams: int = 2,
+    progress: bool = True,
+) -> tuple[str, int]:
+    """``(summary, number of input tokens)`` of ``text``, however long."""
+    tokens = np.asarray(tokenizer.encode(text, add_eos=True), np.int32)
+    encoded = encode_document(model, params, tokens, progress=progress)
+    decode = _decoder(model, max_length, num_beams, tokenizer.eos_id, tokenizer.pad_id)
+    out = np.asarray(decode(params, encoded))[0]
+    return tokenizer.decode(out.tolist()), len(tokens)
