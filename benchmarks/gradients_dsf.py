@@ -32,7 +32,7 @@ from _machine import machine_line
 from gradients import GRU, dsf_rnn
 
 METHODS = {"BPTT": "exact", "DSF": "diagonal", "truncated": "zero"}
-FEEDBACK_KEY = jax.random.PRNGKey(7)
+FEEDBACK_KEY = jax.random.key(7)
 
 
 def row(*cells) -> str:
@@ -53,7 +53,7 @@ def layer_loss(feedback: str):
 
 
 def problem(length: int, batch: int, width: int, seed: int = 0):
-    keys = jax.random.split(jax.random.PRNGKey(seed), 3)
+    keys = jax.random.split(jax.random.key(seed), 3)
     params = GRU.init(keys[0], width, width)
     xs = jax.random.normal(keys[1], (length, batch, width))
     target = 0.5 * jax.random.normal(keys[2], (length, batch, width))

@@ -33,7 +33,7 @@ from _machine import machine_line
 from tqdm.auto import tqdm
 
 from gradients import blocks, highway_bp
-from mano_jax.images import load_digits
+from training.datasets.images import load_digits
 
 
 def plain_stack(block_fn):
@@ -96,7 +96,7 @@ def fidelity_table(trained_params, trained_input, trained_loss) -> None:
     print(row("L, parameters", "metric", *[f"k={k}" for k in KS]))
     print(row(*["---"] * (2 + len(KS))))
     for depth in (8, 32):
-        keys = jax.random.split(jax.random.PRNGKey(depth), 3)
+        keys = jax.random.split(jax.random.key(depth), 3)
         params = blocks.init_mlp_blocks(keys[0], depth, 64, 256)
         h0 = jax.random.normal(keys[1], (64, 64))
         target = jax.random.normal(keys[2], (64, 64))
@@ -158,7 +158,7 @@ def train(kind, k, data, steps, batch_size=128, seed=0):
     (x_train, y_train), (x_test, y_test) = data
     logits = classifier(kind, k)
     optimizer = optax.adam(optax.cosine_decay_schedule(3e-3, steps))
-    params = init_classifier(kind, jax.random.PRNGKey(seed))
+    params = init_classifier(kind, jax.random.key(seed))
 
     def loss_fn(params, x, y):
         return optax.softmax_cross_entropy_with_integer_labels(logits(params, x), y).mean()
@@ -228,7 +228,7 @@ def timing_table(repeats: int) -> None:
     )  # fmt: skip
     print(row(*["---"] * (4 + len(ks))))
     for depth in (4, 8, 16, 32, 64):
-        keys = jax.random.split(jax.random.PRNGKey(depth), 2)
+        keys = jax.random.split(jax.random.key(depth), 2)
         params = blocks.init_mlp_blocks(keys[0], depth, 128, 512)
         h0 = jax.random.normal(keys[1], (64, 128))
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from gradients.checks import check_int, check_positive
+
 
 def layer_norm(h: jax.Array, eps: float = 1e-5) -> jax.Array:
     """LayerNorm over the last axis, without learned scale and shift."""
@@ -32,6 +34,11 @@ def _normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
     return std * jax.random.normal(key, shape)
 
 
+def _output_scale(num_blocks: int, num_steps: int | None) -> jax.Array:
+    steps = num_blocks if num_steps is None else check_int(num_steps, "num_steps")
+    return 1 / jnp.sqrt(steps)
+
+
 def init_mlp_blocks(
     key: jax.Array, num_blocks: int, width: int, hidden: int, *, num_steps: int | None = None
 ) -> dict[str, jax.Array]:
@@ -40,7 +47,9 @@ def init_mlp_blocks(
     ``num_steps``: residual steps in the whole stack (default ``num_blocks``; a
     Transformer has two per block), for the output scaling.
     """
-    scale = 1 / jnp.sqrt(num_steps or num_blocks)
+    num_blocks = check_int(num_blocks, "num_blocks")
+    width, hidden = check_int(width, "width"), check_int(hidden, "hidden")
+    scale = _output_scale(num_blocks, num_steps)
     k1, k2 = jax.random.split(key)
     return {
         "w1": _normal(k1, (num_blocks, width, hidden), width**-0.5),
@@ -60,6 +69,9 @@ def init_conv_blocks(
     key: jax.Array, num_blocks: int, channels: int, *, kernel_size: int = 3
 ) -> dict[str, jax.Array]:
     """``{"k1", "k2": [L, kh, kw, c, c] (HWIO), "b1", "b2": [L, c]}`` (He init, output scaled)."""
+    num_blocks = check_int(num_blocks, "num_blocks")
+    channels = check_int(channels, "channels")
+    kernel_size = check_int(kernel_size, "kernel_size")
     k1, k2 = jax.random.split(key)
     shape = (num_blocks, kernel_size, kernel_size, channels, channels)
     fan_in = kernel_size * kernel_size * channels
@@ -98,7 +110,8 @@ def init_attention_blocks(
     key: jax.Array, num_blocks: int, width: int, *, num_steps: int | None = None
 ) -> dict[str, jax.Array]:
     """``{"qkv": [L, d, 3d], "out": [L, d, d]}``; ``num_steps`` as in ``init_mlp_blocks``."""
-    scale = 1 / jnp.sqrt(num_steps or num_blocks)
+    num_blocks, width = check_int(num_blocks, "num_blocks"), check_int(width, "width")
+    scale = _output_scale(num_blocks, num_steps)
     k1, k2 = jax.random.split(key)
     return {
         "qkv": _normal(k1, (num_blocks, width, 3 * width), width**-0.5),
@@ -108,6 +121,7 @@ def init_attention_blocks(
 
 def attention_block(theta: dict[str, jax.Array], h: jax.Array, num_heads: int = 2) -> jax.Array:
     """Causal multi-head self-attention of ``LN(h)``: ``h: [b, n, d]`` -> ``[b, n, d]``."""
+    check_int(num_heads, "num_heads")
     b, n, d = h.shape
     if d % num_heads:
         raise ValueError(f"width {d} must be divisible by num_heads {num_heads}")
@@ -123,6 +137,8 @@ def attention_block(theta: dict[str, jax.Array], h: jax.Array, num_heads: int = 
 def init_rnn_step(key: jax.Array, width: int, input_size: int, *, gain: float = 0.5):
     """``{"w": [d, d], "u": [input_size, d], "b": [d]}``; ``gain`` scales ``w``'s spectral
     radius (about ``gain``)."""
+    width, input_size = check_int(width, "width"), check_int(input_size, "input_size")
+    gain = check_positive(gain, "gain")
     k1, k2 = jax.random.split(key)
     return {
         "w": _normal(k1, (width, width), gain * width**-0.5),

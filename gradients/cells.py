@@ -23,6 +23,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gradients.checks import check_int
+
 PyTree = Any
 Params = dict[str, dict[str, jax.Array]]
 
@@ -48,7 +50,12 @@ class RecurrentCell(NamedTuple):
     features: int
 
     def init(self, key: jax.Array, input_size: int, hidden: int) -> Params:
-        """Uniform ``+-1 / sqrt(hidden)`` parameters, as ``torch.nn`` cells."""
+        """Uniform ``+-1 / sqrt(hidden)`` parameters, as ``torch.nn`` cells.
+
+        ``key`` (a ``jax.random`` key) first; ``input_size`` and ``hidden`` positive ints.
+        """
+        input_size = check_int(input_size, "input_size")
+        hidden = check_int(hidden, "hidden")
         bound = hidden**-0.5
         keys = jax.random.split(key, 4)
 
@@ -67,7 +74,7 @@ class RecurrentCell(NamedTuple):
 
 
 def _zeros(batch_shape: tuple[int, ...], hidden: int, dtype=None) -> jax.Array:
-    return jnp.zeros((*batch_shape, hidden), dtype)
+    return jnp.zeros((*batch_shape, check_int(hidden, "hidden")), dtype)
 
 
 def tanh_step(params: dict[str, jax.Array], h: jax.Array, u: jax.Array) -> jax.Array:

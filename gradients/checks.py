@@ -1,4 +1,6 @@
-"""Argument checks shared by the wrappers (run at trace time, on shapes only)."""
+"""Argument checks shared by the wrappers (run at trace time, on shapes only) and the
+constructors (sizes): each ``ValueError`` names the argument, what it must be and what
+it got."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 PyTree = Any
 
@@ -36,3 +39,22 @@ def check_maps_state(fn: Callable, args: tuple, state: PyTree, name: str, what: 
             f"{name} must return {what} with the state's shapes and dtypes "
             f"{_signature(state)[1]}, got {_signature(out)[1]}"
         )
+
+
+def check_int(value: Any, name: str, *, minimum: int = 1) -> int:
+    """``value`` must be an int (not a bool) ``>= minimum``; returns it as an int."""
+    is_int = isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+    if not is_int or value < minimum:
+        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(value)
+
+
+def check_positive(value: Any, name: str) -> float:
+    """``value`` must be a finite real number ``> 0``; returns it as a float."""
+    real = isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+    if not (real and 0 < value < np.inf):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)

@@ -30,21 +30,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradients.checks import check_int
 from gradients.recurrence import reverse_linear_recurrence
 
 PyTree = Any
 MATRIX_KINDS = ("diagonal", "gaussian", "orthogonal")
 
 
-def feedback_matrix(kind: str, size: int, key: jax.Array | None = None) -> jax.Array:
+def feedback_matrix(key: jax.Array | None, kind: str, size: int) -> jax.Array:
     """The fixed feedback of ``kind``: ``[size]`` (diagonal) or ``[size, size]``.
 
-    ``key`` (a ``jax.random`` key) is required for the random kinds.
+    Args:
+      key: a ``jax.random`` key (``jax.random.key`` or the legacy ``PRNGKey``); needed by
+        the random kinds, ignored (may be ``None``) for ``"diagonal"``.
+      kind: one of ``MATRIX_KINDS``.
+      size: the number of state channels ``d >= 1``.
     """
+    if isinstance(key, str):
+        raise ValueError(
+            f"key must be a jax.random key or None (the key comes first: "
+            f"feedback_matrix(key, kind, size)), got {key!r}"
+        )
     if kind not in MATRIX_KINDS:
         raise ValueError(f"kind must be one of {MATRIX_KINDS}, got {kind!r}")
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be an int >= 1, got {size!r}")
+    size = check_int(size, "size")
     if kind == "diagonal":
         return jnp.linspace(0.0, 1.0, size)
     if key is None:

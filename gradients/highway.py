@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -169,6 +170,7 @@ def _highway_core(
         c = jax.lax.fori_loop(0, min(k, _num_steps(hs_in)), iterate, c)
         d_params, _, d_xs = vjp(outs(c))
         d_h0 = jax.tree.map(lambda a: a[0], c)
+        chex.assert_trees_all_equal_shapes(d_h0, h0)
         d_residual = None if residual is None else jax.tree.map(jnp.multiply, outs(c), hs_in)
         return d_params, d_h0, d_xs, d_residual
 
@@ -279,3 +281,197 @@ def highway_rnn(step_fn: Callable, k: int, *, remat: bool = False) -> Callable[.
         return core((params,), h0, xs, residual)
 
     return run
+
+
+# ----------------------------------------------------------------------------------------
+# Slow references: plain Python loops over the steps, for tests and for checking runs.
+
+
+def _tree_add(*trees: PyTree) -> PyTree:
+    return jax.tree.map(lambda *a: sum(a[1:], a[0]), *trees)
+
+
+def _tree_scale(r: PyTree | None, tree: PyTree) -> PyTree:
+    """``r * tree`` leaf by leaf (``r = None`` is 1)."""
+    return tree if r is None else jax.tree.map(jnp.multiply, r, tree)
+
+
+def _at(tree: PyTree, i: int) -> PyTree:
+    return None if tree is None else jax.tree.map(lambda a: a[i], tree)
+
+
+def _stack(trees: Sequence[PyTree]) -> PyTree:
+    return jax.tree.map(lambda *a: jnp.stack(a), *trees)
+
+
+def _steps(step_fns: tuple[Callable, ...], params: tuple, stacked: bool, xs: PyTree, n: int):
+    """``[(f_s, theta_s, x_s)]`` for ``s = 0 .. n-1``: step ``s = i M + m`` is kind ``m``."""
+    kinds = len(step_fns)
+    return [
+        (
+            step_fns[s % kinds],
+            _at(params[s % kinds], s // kinds) if stacked else params[0],
+            _at(xs, s),
+        )
+        for s in range(n)
+    ]
+
+
+def _loop_states(steps, h0: PyTree, residual: PyTree, residual_only: bool) -> list[PyTree]:
+    """``[h_0, ..., h_N]`` with ``h_{s+1} = r_s h_s + f_s(theta_s, h_s, x_s)``."""
+    states = [h0]
+    for s, (f, theta, x) in enumerate(steps):
+        h = states[-1]
+        branch = f(theta, jax.lax.stop_gradient(h) if residual_only else h, x)
+        states.append(_tree_add(_tree_scale(_at(residual, s), h), branch))
+    return states
+
+
+def _num_stack_steps(block_fns: tuple[Callable, ...], stacked_params: PyTree) -> tuple:
+    params = tuple(stacked_params) if len(block_fns) > 1 else (stacked_params,)
+    return params, len(block_fns) * jax.tree.leaves(params[0])[0].shape[0]
+
+
+def _as_fns(fn: Callable | Sequence[Callable]) -> tuple[Callable, ...]:
+    return tuple(fn) if isinstance(fn, Sequence) else (fn,)
+
+
+def residual_stack_reference(
+    block_fn: Callable | Sequence[Callable],
+    stacked_params: PyTree,
+    h0: PyTree,
+    residual: PyTree = None,
+    *,
+    residual_only: bool = False,
+) -> PyTree:
+    """The residual stack of ``highway_bp`` as a plain Python loop: ``h_L``.
+
+    ``h_s = r_s * h_{s-1} + g_s(theta_s, h_{s-1})`` for ``s = 1 .. N`` with the arguments
+    of ``highway_bp``'s ``stack`` (``block_fn`` a function or a tuple of ``M`` sub-block
+    functions; ``stacked_params`` stacked over ``L`` blocks; ``residual`` leaves
+    ``[N, *h.shape]`` or ``None``). Autodiff of the loop is exact backpropagation, the
+    gradient of ``highway_bp`` with ``k >= N``. ``residual_only=True`` puts
+    ``stop_gradient`` on every branch input, so that the gradient follows the residual
+    paths only: Highway-BP's gradient at ``k = 0``.
+    """
+    fns = _as_fns(block_fn)
+    params, n = _num_stack_steps(fns, stacked_params)
+    steps = _steps(tuple(lambda p, h, x, f=f: f(p, h) for f in fns), params, True, None, n)
+    return _loop_states(steps, h0, residual, residual_only)[-1]
+
+
+def residual_rnn_reference(
+    step_fn: Callable,
+    params: PyTree,
+    h0: PyTree,
+    xs: PyTree,
+    residual: PyTree = None,
+    *,
+    residual_only: bool = False,
+) -> PyTree:
+    """The residual RNN of ``highway_rnn`` as a plain Python loop over time: ``hs``.
+
+    ``h_t = r_t * h_{t-1} + step_fn(params, h_{t-1}, x_t)``, ``xs`` leaves ``[T, ...]``,
+    returns ``h_1 .. h_T`` with leaves ``[T, *h.shape]``. Autodiff of the loop is exact
+    BPTT (``highway_rnn`` with ``k >= T``); ``residual_only=True`` stops the gradient at
+    every branch input (``k = 0``).
+    """
+    n = jax.tree.leaves(xs)[0].shape[0]
+    steps = _steps((step_fn,), (params,), False, xs, n)
+    return _stack(_loop_states(steps, h0, residual, residual_only)[1:])
+
+
+def _jacobi_reference(step_fns: tuple[Callable, ...], k: int, *, stacked: bool, rnn: bool):
+    """``run(params, h0, xs, residual)``: a loop forward, Highway-BP written out backward."""
+
+    def num_steps(params, xs):
+        if rnn:
+            return jax.tree.leaves(xs)[0].shape[0]
+        return len(step_fns) * jax.tree.leaves(params[0])[0].shape[0]
+
+    def states_of(params, h0, xs, residual):
+        steps = _steps(step_fns, params, stacked, xs, num_steps(params, xs))
+        return steps, _loop_states(steps, h0, residual, False)
+
+    def output(states):
+        return _stack(states[1:]) if rnn else states[-1]
+
+    @jax.custom_vjp
+    def run(params, h0, xs, residual):
+        return output(states_of(params, h0, xs, residual)[1])
+
+    def fwd(params, h0, xs, residual):
+        steps, states = states_of(params, h0, xs, residual)
+        return output(states), (params, h0, xs, residual)
+
+    def bwd(saved, cotangent):
+        params, h0, xs, residual = saved
+        steps, states = states_of(params, h0, xs, residual)
+        n = len(steps)
+        zero = jax.tree.map(jnp.zeros_like, h0)
+        # e_s: the loss's gradient at h_{s+1}.
+        e = [_at(cotangent, s) if rnn else (cotangent if s == n - 1 else zero) for s in range(n)]
+        r = [_at(residual, s) for s in range(n)]
+        vjps = [jax.vjp(f, theta, states[s], x)[1] for s, (f, theta, x) in enumerate(steps)]
+
+        def accumulate(v):
+            """``out_s = e_s + r_{s+1} out_{s+1} + v_{s+1}``; ``dl/dh_0 = r_0 out_0 + v_0``."""
+            out = [None] * n
+            out[n - 1] = e[n - 1]
+            for s in range(n - 2, -1, -1):
+                out[s] = _tree_add(e[s], _tree_scale(r[s + 1], out[s + 1]), v[s + 1])
+            return out, _tree_add(_tree_scale(r[0], out[0]), v[0])
+
+        out, d_h0 = accumulate([zero] * n)
+        for _ in range(k):  # v_s = J_{f_s}(h_s)^T out_s for every s, then re-accumulate
+            out, d_h0 = accumulate([vjps[s](out[s])[1] for s in range(n)])
+        pulled = [vjps[s](out[s]) for s in range(n)]
+        if stacked:
+            kinds = len(step_fns)
+            d_params = tuple(_stack([p[0] for p in pulled[m::kinds]]) for m in range(kinds))
+        else:
+            d_params = (_tree_add(*[p[0] for p in pulled]),)
+        d_xs = None if xs is None else _stack([p[2] for p in pulled])
+        d_residual = None
+        if residual is not None:
+            d_residual = _stack([jax.tree.map(jnp.multiply, out[s], states[s]) for s in range(n)])
+        return d_params, d_h0, d_xs, d_residual
+
+    run.defvjp(fwd, bwd)
+    return run
+
+
+def highway_bp_reference(block_fn: Callable | Sequence[Callable], k: int) -> Callable[..., PyTree]:
+    """``highway_bp(block_fn, k)`` written out step by step, for checking the fast path.
+
+    The same ``stack(stacked_params, h0, residual=None) -> h_L``; the forward pass is
+    ``residual_stack_reference`` and the backward pass the iteration of the module
+    docstring with one Python loop per sweep and one VJP per step: start from
+    ``out_s = e_s + r_{s+1} out_{s+1}`` (residual paths only), then ``k`` times compute
+    ``v_s = J_{f_s}(h_s)^T out_s`` for every step and re-accumulate
+    ``out_s = e_s + r_{s+1} out_{s+1} + v_{s+1}``; the parameter gradients are the VJPs
+    at the final ``out``. ``O(k N)`` sequential VJPs: for tests only.
+    """
+    _check_k(k)
+    fns = _as_fns(block_fn)
+    run = _jacobi_reference(
+        tuple(lambda p, h, x, f=f: f(p, h) for f in fns), k, stacked=True, rnn=False
+    )
+
+    def stack(stacked_params: PyTree, h0: PyTree, residual: PyTree = None) -> PyTree:
+        params, _ = _num_stack_steps(fns, stacked_params)
+        return run(params, h0, None, residual)
+
+    return stack
+
+
+def highway_rnn_reference(step_fn: Callable, k: int) -> Callable[..., PyTree]:
+    """``highway_rnn(step_fn, k)`` written out step by step (see ``highway_bp_reference``):
+    ``run(params, h0, xs, residual=None) -> hs``, a loss on every state."""
+    _check_k(k)
+    run = _jacobi_reference((step_fn,), k, stacked=False, rnn=True)
+
+    def run_rnn(params: PyTree, h0: PyTree, xs: PyTree, residual: PyTree = None) -> PyTree:
+        return run((params,), h0, xs, residual)
+
+    return run_rnn

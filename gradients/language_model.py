@@ -20,9 +20,20 @@ import jax
 import jax.numpy as jnp
 
 from gradients.cells import CELLS
-from gradients.dsf import dsf_rnn
+from gradients.checks import check_int, check_positive
+from gradients.dsf import FEEDBACKS, dsf_rnn
 
 INIT_STD = 0.02
+
+
+def _check_cell(cell: str) -> None:
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {tuple(CELLS)}, got {cell!r}")
+
+
+def _check_feedback(feedback: str) -> None:
+    if feedback not in FEEDBACKS:
+        raise ValueError(f"feedback must be one of {FEEDBACKS}, got {feedback!r}")
 
 
 def recurrent_layer(
@@ -37,6 +48,7 @@ def recurrent_layer(
     Returns the cell's readout ``[batch, length, features * hidden]``; the backward
     pass of the recurrence is ``feedback`` (see ``dsf_rnn``).
     """
+    _check_cell(cell_name)
     cell = CELLS[cell_name]
     hidden = params["recurrent"]["w"].shape[0]
     us = cell.project(params["input"], jnp.swapaxes(xs, 0, 1))  # time-major for the scan
@@ -54,12 +66,20 @@ class RecurrentBlock(nn.Module):
     feedback_seed: int = 0
     index: int = 0
 
+    def __post_init__(self) -> None:
+        _check_cell(self.cell)
+        _check_feedback(self.feedback)
+        check_positive(self.output_std, "output_std")
+        check_int(self.feedback_seed, "feedback_seed", minimum=0)
+        check_int(self.index, "index", minimum=0)
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         cell = CELLS[self.cell]
         width = x.shape[-1]
         params = self.param("cell", lambda key: cell.init(key, width, width))
-        key = jax.random.fold_in(jax.random.PRNGKey(self.feedback_seed), self.index)
+        key = jax.random.fold_in(jax.random.key(self.feedback_seed), self.index)
         features = recurrent_layer(self.cell, params, nn.LayerNorm()(x), self.feedback, key)
         out = nn.Dense(width, kernel_init=nn.initializers.normal(self.output_std))(features)
         return x + out
@@ -69,6 +89,10 @@ class MLPBlock(nn.Module):
     """``x + Linear(GELU(Linear(LN(x))))`` with a 4x hidden width."""
 
     output_std: float
+
+    def __post_init__(self) -> None:
+        check_positive(self.output_std, "output_std")
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -98,6 +122,15 @@ class RNNLanguageModel(nn.Module):
     cell: str = "gru"
     feedback: str = "diagonal"
     feedback_seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_int(self.vocab_size, "vocab_size")
+        check_int(self.width, "width")
+        check_int(self.layers, "layers")
+        _check_cell(self.cell)
+        _check_feedback(self.feedback)
+        check_int(self.feedback_seed, "feedback_seed", minimum=0)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, tokens: jax.Array) -> jax.Array:

@@ -1,11 +1,11 @@
 """Multi-head softmax attention inside windows, and over the whole grid.
 
-Shapes: grids are NHWC ``[B, H, W, C]``. The attention core works on groups of
-tokens ``[G, heads, T, d]`` (a group is one window of one image, or a whole
-image for global attention); tokens attend only to tokens of their group with
-the same *segment id* (``segments: [G, T]`` int32, negative = padding, never
-attended to). Segments express both the padding mask and Swin's shifted-window
-mask with one array of ``G * T`` integers instead of a ``[G, T, T]`` mask.
+Shapes: grids are NHWC ``[B, H, W, C]``. The windows of a grid become groups of
+tokens ``[G, heads, T, d]`` for the attention core (``segment_attention``): tokens
+attend only to tokens of their group with the same *segment id* (``segments``
+int32, negative = padding, never attended to). The core runs on XLA
+(``segment_attention.attention_core``) or as the Pallas kernel
+(``pallas_attention.window_attention_pallas``), chosen by ``impl``.
 
 Parameters of one attention layer (a dict; ``layers.py`` creates them)::
 
@@ -17,43 +17,28 @@ Parameters of one attention layer (a dict; ``layers.py`` creates them)::
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from mano_jax.pallas_attention import window_attention_pallas
+from mano_jax.segment_attention import attention_core, attention_core_reference
 from mano_jax.windows import extract_windows, fold_windows
+
+__all__ = [
+    "IMPLS",
+    "attention_core",
+    "global_attention",
+    "project_out",
+    "project_qkv",
+    "resolve_impl",
+    "windowed_attention",
+    "windowed_attention_reference",
+]
 
 IMPLS = ("auto", "xla", "pallas")
 LN_EPS = 1e-5
-
-
-def attention_core(
-    q: jax.Array, k: jax.Array, v: jax.Array, segments: jax.Array | None = None
-) -> jax.Array:
-    """Softmax attention ``softmax(q k^T / sqrt(d)) v`` within segments (XLA reference).
-
-    Args:
-      q, k, v: ``[G, heads, T, d]``.
-      segments: ``[G, T]`` int32 or ``None``; query ``t`` attends to key ``u`` iff
-        ``segments[t] == segments[u] >= 0``. Queries with no key get zeros.
-
-    Returns:
-      ``[G, heads, T, d]`` in the dtype of ``v``; logits and softmax in float32.
-    """
-    scale = q.shape[-1] ** -0.5
-    logits = jnp.einsum("ghtd,ghud->ghtu", q, k, preferred_element_type=jnp.float32) * scale
-    if segments is not None:
-        allowed = (segments[:, :, None] == segments[:, None, :]) & (segments[:, None, :] >= 0)
-        allowed = allowed[:, None]
-        logits = jnp.where(allowed, logits, -jnp.inf)
-        has_key = jnp.any(allowed, axis=-1, keepdims=True)
-        logits = jnp.where(has_key, logits, 0.0)
-    weights = jax.nn.softmax(logits, axis=-1)
-    if segments is not None:
-        weights = jnp.where(has_key, weights, 0.0)
-    out = jnp.einsum(
-        "ghtu,ghud->ghtd", weights.astype(v.dtype), v, preferred_element_type=jnp.float32
-    )
-    return out.astype(v.dtype)
 
 
 def resolve_impl(impl: str) -> str:
@@ -66,11 +51,7 @@ def resolve_impl(impl: str) -> str:
 
 
 def _core(impl: str):
-    if resolve_impl(impl) == "pallas":
-        from mano_jax.pallas_attention import window_attention_pallas
-
-        return window_attention_pallas
-    return attention_core
+    return window_attention_pallas if resolve_impl(impl) == "pallas" else attention_core
 
 
 def _layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
@@ -126,7 +107,8 @@ def windowed_attention(
     seg = None
     if segments is not None:
         seg = extract_windows(segments[..., None], window, stride).reshape(groups, tokens)
-    o = _core(impl)(win[0], win[1], win[2], seg)  # [G, heads, T, d]
+    o = _core(impl)(win[0], win[1], win[2], seg)
+    chex.assert_shape(o, (groups, heads, tokens, d))
     o = o.transpose(0, 2, 1, 3).reshape(b, nh, nw, kh, kw, heads * d)
     o = fold_windows(o, (h, w), stride).reshape(b, h, w, heads, d)
     return project_out(o, params)
@@ -139,3 +121,55 @@ def global_attention(x: jax.Array, params: dict[str, jax.Array], impl: str = "xl
     """
     _, h, w, _ = x.shape
     return windowed_attention(x, params, (h, w), (h, w), impl=impl)
+
+
+def windowed_attention_reference(
+    x,
+    params: dict,
+    window: tuple[int, int],
+    stride: tuple[int, int],
+    segments=None,
+) -> np.ndarray:
+    """``windowed_attention`` written out window by window, in float64 NumPy.
+
+    For every window position ``(i, j)`` (every ``stride``): pre-LayerNorm of the
+    window's tokens, ``q, k, v`` projections, softmax attention within segments
+    (``segment_attention.attention_core_reference``) and the output projection with its
+    bias; each grid position is then the mean over the windows that cover it. For
+    tests and spot checks: Python loops, no JAX.
+
+    Args:
+      x: ``[B, H, W, C]``.
+      params: attention parameters (module docstring).
+      window, stride: ``(kh, kw)`` and ``(sh, sw)``; the windows must tile the grid:
+        ``(H - kh) % sh == 0`` and ``(W - kw) % sw == 0``.
+      segments: ``[B, H, W]`` integer segment ids (negative = padding) or ``None``.
+
+    Returns:
+      ``[B, H, W, C]`` float64.
+    """
+    x = np.asarray(x, np.float64)
+    p = {name: np.asarray(value, np.float64) for name, value in params.items()}
+    b, h, w, c = x.shape
+    (kh, kw), (sh, sw) = window, stride
+    if kh > h or kw > w or (h - kh) % sh or (w - kw) % sw:
+        raise ValueError(
+            f"windows {window} with stride {stride} must tile the {h}x{w} grid exactly"
+        )
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    z = (x - mean) / np.sqrt(var + LN_EPS) * p["norm_scale"] + p["norm_bias"]
+    total = np.zeros((b, h, w, c))
+    count = np.zeros((h, w, 1))
+    for i in range(0, h - kh + 1, sh):
+        for j in range(0, w - kw + 1, sw):
+            tokens = z[:, i : i + kh, j : j + kw].reshape(b, kh * kw, c)
+            q, k, v = (np.einsum("btc,chd->bhtd", tokens, p["qkv"][:, n]) for n in range(3))
+            seg = None
+            if segments is not None:
+                seg = np.asarray(segments)[:, i : i + kh, j : j + kw].reshape(b, kh * kw)
+            o = attention_core_reference(q, k, v, seg)  # [B, heads, T, d]
+            y = np.einsum("bhtd,hdc->btc", o, p["out"]) + p["out_bias"]
+            total[:, i : i + kh, j : j + kw] += y.reshape(b, kh, kw, c)
+            count[i : i + kh, j : j + kw] += 1
+    return total / count

@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mano_jax.checks import check_choice, check_int
+
 __all__ = [
     "FNO2d",
     "FNOConfig",
@@ -246,6 +248,11 @@ class SpectralConv2d(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
     kernel_init: Callable[..., Array] = spectral_kernel_init
 
+    def __post_init__(self) -> None:
+        for name in ("features", "modes1", "modes2"):
+            check_int(getattr(self, name), name)
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: Array) -> Array:
         if x.ndim != 4:
@@ -264,6 +271,8 @@ def grid_coordinates(height: int, width: int, dtype=jnp.float32) -> Array:
     gy = jnp.linspace(0.0, 1.0, width, dtype=dtype)
     return jnp.stack(jnp.meshgrid(gx, gy, indexing="ij"), axis=-1)
 
+
+_POSITIVE_FIELDS = ("modes1", "modes2", "width", "depth", "out_channels", "projection_features")
 
 gelu = functools.partial(jax.nn.gelu, approximate=False)
 """Exact (erf) GELU, as ``torch.nn.functional.gelu`` in the original code."""
@@ -304,16 +313,20 @@ class FNO2d(nn.Module):
     activation: Callable[[Array], Array] = gelu
     param_dtype: jnp.dtype = jnp.float32
 
+    def __post_init__(self) -> None:
+        for name in _POSITIVE_FIELDS:
+            check_int(getattr(self, name), name)
+        check_int(self.padding, "padding", minimum=0)
+        if not callable(self.activation):
+            raise ValueError(f"activation must be callable, got {self.activation!r}")
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: Array) -> Array:
         if x.ndim != 4:
             raise ValueError(
                 f"x must have rank 4 [batch, height, width, channels]; got shape {x.shape}"
             )
-        if self.depth < 1:
-            raise ValueError(f"depth must be >= 1; got {self.depth}")
-        if self.padding < 0:
-            raise ValueError(f"padding must be >= 0; got {self.padding}")
         batch, h, w, _ = x.shape
         dense = functools.partial(nn.Dense, param_dtype=self.param_dtype)
 
@@ -372,17 +385,10 @@ class FNOConfig:
     activation: str = "gelu"
 
     def __post_init__(self) -> None:
-        positive = ("modes1", "modes2", "width", "depth", "out_channels", "projection_features")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
-        if not isinstance(self.padding, int) or self.padding < 0:
-            raise ValueError(f"padding must be a non-negative integer; got {self.padding!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"activation must be one of {sorted(ACTIVATIONS)}; got {self.activation!r}"
-            )
+        for name in _POSITIVE_FIELDS:
+            check_int(getattr(self, name), name)
+        check_int(self.padding, "padding", minimum=0)
+        check_choice(self.activation, "activation", sorted(ACTIVATIONS))
 
     def make(self) -> FNO2d:
         return FNO2d(

@@ -10,7 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mano_jax.attention import global_attention, resolve_impl, windowed_attention
+from mano_jax.attention import IMPLS, global_attention, resolve_impl, windowed_attention
+from mano_jax.checks import check_choice, check_int, check_optional_int, check_positive
 from mano_jax.multipole import (
     DOWN,
     UP,
@@ -21,19 +22,22 @@ from mano_jax.multipole import (
 )
 
 
+def _check_heads(num_heads: int, head_dim: int | None, impl: str) -> None:
+    check_int(num_heads, "num_heads")
+    check_optional_int(head_dim, "head_dim")
+    check_choice(impl, "impl", IMPLS)
+
+
 def _head_dim(channels: int, num_heads: int, head_dim: int | None) -> int:
-    if not isinstance(num_heads, int) or num_heads < 1:
-        raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
-    if head_dim is None:
-        if channels % num_heads:
-            raise ValueError(
-                f"num_heads {num_heads} must divide the {channels} input channels "
-                "when head_dim is not given"
-            )
-        return channels // num_heads
-    if not isinstance(head_dim, int) or head_dim < 1:
-        raise ValueError(f"head_dim must be a positive int, got {head_dim!r}")
-    return head_dim
+    """``head_dim``, or ``channels // num_heads`` when it is ``None``."""
+    if head_dim is not None:
+        return head_dim
+    if channels % num_heads:
+        raise ValueError(
+            f"num_heads {num_heads} must divide the {channels} input channels "
+            "when head_dim is not given"
+        )
+    return channels // num_heads
 
 
 def attention_params(
@@ -84,13 +88,18 @@ class MultipoleAttention(nn.Module):
     num_levels: int | None = None
     param_dtype: jnp.dtype = jnp.float32
 
+    def __post_init__(self) -> None:
+        _check_heads(self.num_heads, self.head_dim, self.impl)
+        check_window(self.window_size, self.window_stride)
+        check_int(self.sampling_rate, "sampling_rate", minimum=2)
+        check_choice(self.down, "down", DOWN)
+        check_choice(self.up, "up", UP)
+        check_optional_int(self.num_levels, "num_levels")
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         check_grid(x, self.window_size)
-        if self.down not in DOWN:
-            raise ValueError(f"down must be one of {DOWN}, got {self.down!r}")
-        if self.up not in UP:
-            raise ValueError(f"up must be one of {UP}, got {self.up!r}")
         c, r = x.shape[-1], self.sampling_rate
         d = _head_dim(c, self.num_heads, self.head_dim)
         params = attention_params(self, c, self.num_heads, d, self.param_dtype)
@@ -148,10 +157,14 @@ class WindowAttention(nn.Module):
     impl: str = "auto"
     param_dtype: jnp.dtype = jnp.float32
 
+    def __post_init__(self) -> None:
+        _check_heads(self.num_heads, self.head_dim, self.impl)
+        check_window(self.window_size, None)
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k = self.window_size
-        check_window(k, None)
         check_grid(x, k)
         b, h, w, c = x.shape
         params = attention_params(
@@ -183,6 +196,10 @@ class GlobalAttention(nn.Module):
     impl: str = "xla"
     param_dtype: jnp.dtype = jnp.float32
 
+    def __post_init__(self) -> None:
+        _check_heads(self.num_heads, self.head_dim, self.impl)
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         check_grid(x, 1)
@@ -203,12 +220,23 @@ class AttentionBlock(nn.Module):
     attention: nn.Module
     mlp_ratio: float = 4.0
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.attention, nn.Module):
+            raise ValueError(f"attention must be a flax.linen Module, got {self.attention!r}")
+        check_positive(self.mlp_ratio, "mlp_ratio")
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x + self.attention(x)
         c = x.shape[-1]
+        hidden = int(self.mlp_ratio * c)
+        if hidden < 1:
+            raise ValueError(
+                f"mlp_ratio * channels must be >= 1, got {self.mlp_ratio} * {c} channels"
+            )
         y = nn.LayerNorm(epsilon=1e-5)(x)
-        y = nn.gelu(nn.Dense(int(self.mlp_ratio * c))(y), approximate=False)
+        y = nn.gelu(nn.Dense(hidden)(y), approximate=False)
         return x + nn.Dense(c)(y)
 
 

@@ -21,8 +21,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mano_jax.attention import IMPLS
+from mano_jax.checks import check_choice, check_int, check_optional_int, check_positive
 from mano_jax.fno import grid_coordinates
 from mano_jax.layers import AttentionBlock, GlobalAttention, MultipoleAttention, WindowAttention
+from mano_jax.multipole import DOWN, UP, check_window
 
 ATTENTIONS = ("multipole", "window", "global")
 
@@ -47,8 +50,20 @@ class AttentionConfig:
     impl: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.attention not in ATTENTIONS:
-            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        check_choice(self.attention, "attention", ATTENTIONS)
+        check_int(self.num_heads, "num_heads")
+        check_optional_int(self.head_dim, "head_dim")
+        check_window(self.window_size, self.window_stride)
+        check_int(self.sampling_rate, "sampling_rate", minimum=2)
+        check_choice(self.down, "down", DOWN)
+        check_choice(self.up, "up", UP)
+        check_choice(self.impl, "impl", IMPLS)
+
+    def _check_heads_divide(self, channels: int, heads: int, what: str) -> None:
+        if self.head_dim is None and channels % heads:
+            raise ValueError(
+                f"{what} ({heads}) must divide the {channels} channels when head_dim is None"
+            )
 
     def make_attention(
         self, num_heads: int | None = None, window_size: int | None = None, shift: bool = False
@@ -80,6 +95,16 @@ class OperatorConfig(AttentionConfig):
     use_grid: bool = True
     out_channels: int = 1
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int(self.dim, "dim")
+        check_int(self.depth, "depth")
+        check_positive(self.mlp_ratio, "mlp_ratio")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        check_int(self.out_channels, "out_channels")
+        self._check_heads_divide(self.dim, self.num_heads, "num_heads")
+
     def make(self) -> AttentionOperator:
         return AttentionOperator(self)
 
@@ -95,6 +120,11 @@ class AttentionOperator(nn.Module):
     """
 
     config: OperatorConfig
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, OperatorConfig):
+            raise ValueError(f"config must be an OperatorConfig, got {self.config!r}")
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
@@ -153,13 +183,19 @@ class ClassifierConfig(AttentionConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_int(self.num_classes, "num_classes", minimum=2)
+        check_int(self.patch_size, "patch_size")
+        check_int(self.embed_dim, "embed_dim")
+        check_positive(self.mlp_ratio, "mlp_ratio")
         if len(self.depths) != len(self.stage_heads) or not self.depths:
             raise ValueError(
                 f"depths and stage_heads must be non-empty and of equal length, got "
                 f"{self.depths} and {self.stage_heads}"
             )
-        if self.num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        for stage, (depth, heads) in enumerate(zip(self.depths, self.stage_heads, strict=True)):
+            check_int(depth, f"depths[{stage}]")
+            check_int(heads, f"stage_heads[{stage}]")
+            self._check_heads_divide(self.embed_dim * 2**stage, heads, f"stage_heads[{stage}]")
 
     def make(self) -> HierarchicalClassifier:
         return HierarchicalClassifier(self)
@@ -188,6 +224,11 @@ class HierarchicalClassifier(nn.Module):
     """
 
     config: ClassifierConfig
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, ClassifierConfig):
+            raise ValueError(f"config must be a ClassifierConfig, got {self.config!r}")
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:

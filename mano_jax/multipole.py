@@ -29,11 +29,12 @@ Levels and padding (decided at call time from the input size):
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mano_jax.attention import windowed_attention
+from mano_jax.attention import windowed_attention, windowed_attention_reference
 
 DOWN = ("conv", "avg")
 UP = ("conv", "nearest")
@@ -166,4 +167,109 @@ def multipole_attention(
     res = outputs[-1]
     for j, o in enumerate(reversed(outputs[:-1])):
         res = o + upsample(res, params.get("up"), r) / (j + 1)
+    chex.assert_shape(res, (b, hp, wp, x.shape[-1]))
+    return res[:, :h, :w]
+
+
+def multipole_attention_reference(
+    x,
+    params: dict,
+    *,
+    window_size: int,
+    window_stride: int | None = None,
+    sampling_rate: int = 2,
+    num_levels: int | None = None,
+) -> np.ndarray:
+    """``multipole_attention`` written out from the specification, in float64 NumPy.
+
+    Shares no code with the fast path; each step is a loop over grid positions:
+
+    1. ``L`` levels (``num_levels``, or the smallest ``L`` with
+       ``k r^(L-1) >= max(H, W)``); each side is zero-padded to the smallest length
+       ``n'`` that ``r^(L-1)`` divides and whose level sides ``m = n' / r^l`` are all
+       tiled by windows (``m <= k``, or ``(m - k) % s == 0``); the padding is masked.
+    2. ``z_0 = x``; ``z_{l+1}[i, j] = sum_{a, b < r} z_l[r i + a, r j + b] @ down[a, b]``
+       (or the mean of the ``r x r`` block without ``down``); a coarse token is padding
+       when all ``r x r`` tokens under it are.
+    3. ``o_l``: window attention on ``z_l`` (``attention.windowed_attention_reference``)
+       with windows ``k`` every ``s``, or one window across a side shorter than ``k``;
+       padding tokens are never attended to.
+    4. ``res = o_{L-1}``; for ``j, o`` in ``enumerate(o_{L-2}, ..., o_0)``:
+       ``res = o + up(res) / (j + 1)`` with
+       ``up(res)[r i + a, r j + b] = res[i, j] @ up[a, b]`` (or ``res[i, j]`` without
+       ``up``); the output is ``res`` cropped to ``[B, H, W, C]``.
+
+    Args:
+      x: ``[B, H, W, C]``.
+      params: as ``multipole_attention`` (``down`` / ``up``: ``[r, r, C, C]`` or absent).
+      window_size, window_stride, sampling_rate, num_levels: as ``multipole_attention``.
+
+    Returns:
+      ``[B, H, W, C]`` float64. ``O(N k^2 C)`` Python-loop work: for tests only.
+    """
+    x = np.asarray(x, np.float64)
+    k, r = int(window_size), int(sampling_rate)
+    s = k if window_stride is None else int(window_stride)
+    b, h, w, _ = x.shape
+    levels = num_levels
+    if levels is None:
+        levels = 1
+        while k * r ** (levels - 1) < max(h, w):
+            levels += 1
+
+    def tiled(n: int) -> bool:
+        if n % r ** (levels - 1):
+            return False
+        sides = [n // r**level for level in range(levels)]
+        return all(m <= k or (m - k) % s == 0 for m in sides)
+
+    hp, wp = h, w
+    while not tiled(hp):
+        hp += 1
+    while not tiled(wp):
+        wp += 1
+    z = np.zeros((b, hp, wp, x.shape[-1]))
+    z[:, :h, :w] = x
+    valid = np.zeros((b, hp, wp), bool)
+    valid[:, :h, :w] = True
+    down = params.get("down")
+    up = params.get("up")
+    down = None if down is None else np.asarray(down, np.float64)
+    up = None if up is None else np.asarray(up, np.float64)
+
+    outputs = []
+    for level in range(levels):
+        if level:
+            lh, lw = z.shape[1] // r, z.shape[2] // r
+            coarse = np.zeros((b, lh, lw, down.shape[-1] if down is not None else z.shape[-1]))
+            coarse_valid = np.zeros((b, lh, lw), bool)
+            for i in range(lh):
+                for j in range(lw):
+                    block = z[:, r * i : r * i + r, r * j : r * j + r]  # [B, r, r, C]
+                    if down is None:
+                        coarse[:, i, j] = block.mean(axis=(1, 2))
+                    else:
+                        coarse[:, i, j] = np.einsum("nabc,abcd->nd", block, down)
+                    coarse_valid[:, i, j] = valid[:, r * i : r * i + r, r * j : r * j + r].any(
+                        axis=(1, 2)
+                    )
+            z, valid = coarse, coarse_valid
+        lh, lw = z.shape[1:3]
+        window = (min(lh, k), min(lw, k))
+        stride = (lh if lh <= k else s, lw if lw <= k else s)
+        segments = np.where(valid, 0, -1)
+        outputs.append(windowed_attention_reference(z, params, window, stride, segments))
+
+    res = outputs[-1]
+    for j, o in enumerate(reversed(outputs[:-1])):
+        fine = np.zeros(o.shape[:3] + ((up.shape[-1],) if up is not None else res.shape[3:]))
+        for i in range(res.shape[1]):
+            for jj in range(res.shape[2]):
+                if up is None:
+                    fine[:, r * i : r * i + r, r * jj : r * jj + r] = res[:, i, jj, None, None]
+                else:
+                    fine[:, r * i : r * i + r, r * jj : r * jj + r] = np.einsum(
+                        "nc,abcd->nabd", res[:, i, jj], up
+                    )
+        res = o + fine / (j + 1)
     return res[:, :h, :w]

@@ -1,7 +1,7 @@
 """Fused windowed attention as Pallas kernels (forward and backward), tested against XLA.
 
 ``window_attention_pallas(q, k, v, segments)`` computes exactly what
-``attention.attention_core`` computes,
+``segment_attention.attention_core`` computes,
 
     o[g, h, t] = sum_u softmax_u(s[g, h, t, :]) v[g, h, u],
     s[g, h, t, u] = q[g, h, t] . k[g, h, u] / sqrt(d)   (-inf where masked),
@@ -76,7 +76,7 @@ import numpy as np
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
-from mano_jax.attention import attention_core
+from mano_jax.segment_attention import attention_core
 
 MIN_DOT = 16  # smallest rows / contraction of a Triton dot
 TILE_BUDGET = 4096  # elements of the largest per-program array, see the tile rule
@@ -334,7 +334,7 @@ def window_attention_pallas(
 ) -> jax.Array:
     """Softmax attention within windows and segments, as a fused Pallas kernel.
 
-    Same contract as ``attention.attention_core`` (see the module docstring).
+    Same contract as ``segment_attention.attention_core`` (see the module docstring).
 
     Args:
       q, k: ``[G, heads, T, d]``, floating point, same shape and dtype.

@@ -1,6 +1,8 @@
-"""Highway-BP against explicit references: k = N is jax.grad of a plain loop, k = 0 is the
-gradient with stop_gradient on every branch input (residual paths only), and a middle k
-is a slow, step-by-step transcription of the iteration."""
+"""Highway-BP against the library's slow references: k = N is jax.grad of the plain loop
+(``residual_stack_reference`` / ``residual_rnn_reference``), k = 0 is the gradient with
+stop_gradient on every branch input (residual paths only), and a middle k is the
+iteration written out step by step (``highway_bp_reference`` / ``highway_rnn_reference``),
+itself checked against the plain loop at k = 0 and k = N."""
 
 from __future__ import annotations
 
@@ -9,22 +11,31 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from fast_compile import jit as fast_jit
 
-from gradients import blocks, highway_bp, highway_rnn
+from gradients import (
+    blocks,
+    highway_bp,
+    highway_bp_reference,
+    highway_rnn,
+    highway_rnn_reference,
+    residual_rnn_reference,
+    residual_stack_reference,
+)
 
-# Test programs are tiny: skip LLVM's optimisations, which dominate their compile time.
-_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+_jit = fast_jit
 
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """A residual structure: ``fns[m]`` are the kinds of step (``f(p, h, x)``),
-    ``params[m]`` stacked over blocks (or shared when ``rnn``)."""
+    """A residual structure: ``fns`` are the kinds of step (``f(p, h)`` for stacks,
+    ``f(p, h, x)`` for RNNs), ``params[m]`` stacked over blocks (or shared when ``rnn``)."""
 
     fns: tuple[Callable, ...]
     params: tuple[Any, ...]
@@ -42,25 +53,16 @@ class Case:
             return self.xs.shape[0]
         return len(self.fns) * jax.tree.leaves(self.params[0])[0].shape[0]
 
-    def step_params(self, s: int):
-        if self.rnn:
-            return self.params[0]
-        i, m = divmod(s, len(self.fns))
-        return jax.tree.map(lambda a: a[i], self.params[m])
+    @property
+    def block_fn(self):
+        return self.fns if len(self.fns) > 1 else self.fns[0]
 
-    def step_fn(self, s: int) -> Callable:
-        return self.fns[s % len(self.fns)]
-
-    def step_input(self, s: int):
-        return None if self.xs is None else self.xs[s]
-
-
-def _ignore_x(f):
-    return lambda p, h, x: f(p, h)
+    def stacked(self, params):
+        return params if len(self.fns) > 1 else params[0]
 
 
 def _keys(n):
-    return jax.random.split(jax.random.PRNGKey(0), n)
+    return jax.random.split(jax.random.key(0), n)
 
 
 def _mlp_arrays(residual: bool = False):
@@ -95,13 +97,14 @@ def _rnn_arrays(residual: bool = False):
 
 
 STEP_FNS = {
-    "mlp": (_ignore_x(blocks.mlp_block),),
-    "conv": (_ignore_x(blocks.conv_block),),
-    "transformer": (_ignore_x(blocks.attention_block), _ignore_x(blocks.mlp_block)),
+    "mlp": (blocks.mlp_block,),
+    "conv": (blocks.conv_block,),
+    "transformer": (blocks.attention_block, blocks.mlp_block),
     "rnn": (blocks.rnn_step,),
-    "mlp-linear-residual": (_ignore_x(blocks.mlp_block),),
+    "mlp-linear-residual": (blocks.mlp_block,),
     "rnn-leaky": (blocks.rnn_step,),
 }
+KEY = jax.random.key(1)
 # Every array drawn in one compiled call (eager random draws compile op by op).
 ARRAYS = _jit(
     lambda: {
@@ -121,49 +124,38 @@ def _probe(h):
     return jnp.cos(jnp.arange(h.size, dtype=h.dtype).reshape(h.shape))
 
 
-def _loss_of_states(case: Case, states) -> jax.Array:
+def _loss_of_states(states) -> jax.Array:
     """``sum sin(h) * w`` on ``h_N`` (stacks) or on every ``h_t`` (RNNs)."""
     return jnp.sum(jnp.sin(states) * _probe(states))
 
 
-def _reference_states(case: Case, params, h0, xs, residual, stop: bool):
-    """Plain Python loop over steps; ``stop``: stop_gradient on every branch input."""
-    case = dataclasses.replace(case, params=params, xs=xs)
-    h, states = h0, []
-    for s in range(case.num_steps):
-        branch = case.step_fn(s)(
-            case.step_params(s), jax.lax.stop_gradient(h) if stop else h, case.step_input(s)
-        )
-        h = (h if residual is None else residual[s] * h) + branch
-        states.append(h)
-    return jnp.stack(states) if case.rnn else h
-
-
-def _highway_states(case: Case, k: int, remat: bool, params, h0, xs, residual):
+def _states(case: Case, method: str, k: int, remat: bool, params, h0, xs, residual):
+    """The case's output by ``method``: ``"highway"`` (the fast path), ``"iteration"``
+    (the iteration written out), ``"exact"`` / ``"stop"`` (the plain loop, without or
+    with stop_gradient on every branch input)."""
+    if method == "highway":
+        if case.rnn:
+            return highway_rnn(case.fns[0], k, remat=remat)(params[0], h0, xs, residual)
+        return highway_bp(case.block_fn, k, remat=remat)(case.stacked(params), h0, residual)
+    if method == "iteration":
+        if case.rnn:
+            return highway_rnn_reference(case.fns[0], k)(params[0], h0, xs, residual)
+        return highway_bp_reference(case.block_fn, k)(case.stacked(params), h0, residual)
+    stop = method == "stop"
     if case.rnn:
-        return highway_rnn(case.fns[0], k, remat=remat)(params[0], h0, xs, residual)
-    fns = tuple(lambda p, h, f=f: f(p, h, None) for f in case.fns)
-    block_fn = fns if len(fns) > 1 else fns[0]
-    stacked = params if len(fns) > 1 else params[0]
-    return highway_bp(block_fn, k, remat=remat)(stacked, h0, residual)
+        return residual_rnn_reference(case.fns[0], params[0], h0, xs, residual, residual_only=stop)
+    return residual_stack_reference(
+        case.block_fn, case.stacked(params), h0, residual, residual_only=stop
+    )
 
 
-def _loss_fn(name: str, method: str, k: int = 0, remat: bool = False):
-    """The case's loss as a function of (params, h0, xs, residual), run by Highway-BP
-    (``method="highway"``) or by the plain loop (``"exact"``, ``"stop"``)."""
+def _grad(name: str, method: str, k: int = 0, remat: bool = False):
+    """Gradient of the case's loss w.r.t. (params, h0, xs, residual)."""
     case = CASES[name]
 
     def loss(params, h0, xs, residual):
-        if method == "highway":
-            states = _highway_states(case, k, remat, params, h0, xs, residual)
-        else:
-            states = _reference_states(case, params, h0, xs, residual, stop=method == "stop")
-        return _loss_of_states(case, states)
+        return _loss_of_states(_states(case, method, k, remat, params, h0, xs, residual))
 
-    return loss
-
-
-def _grad(loss):
     return jax.grad(loss, argnums=(0, 1, 2, 3))
 
 
@@ -172,98 +164,66 @@ def _args(name):
     return case.params, case.h0, case.xs, case.residual
 
 
+# The written-out iteration: checked against the plain loop at k = 0 and k = N, and the
+# fast path against it at k = 2, on one stack with sub-blocks and one stack and one RNN
+# with a linear residual path (the other cases are these without their extras).
+ITERATED = ("transformer", "mlp-linear-residual", "rnn-leaky")
+
+
 @functools.cache
-def _four_gradients(name: str):
-    """Exact, stop-gradient, Highway-BP k = N and k = 0 gradients, in one compiled call."""
+def _gradients(name: str):
+    """Every gradient the tests compare, for one case, in one compiled call: the plain
+    loop (exact, residual paths only), Highway-BP at k = 0 and N, and for the
+    ``ITERATED`` cases Highway-BP at k = 2 and the iteration written out at k = 0, 2, N."""
     n = CASES[name].num_steps
     fns = {
-        "exact": _grad(_loss_fn(name, "exact")),
-        "stop": _grad(_loss_fn(name, "stop")),
-        "k=N": _grad(_loss_fn(name, "highway", n)),
-        "k=0": _grad(_loss_fn(name, "highway", 0)),
+        "exact": _grad(name, "exact"),
+        "stop": _grad(name, "stop"),
+        "k=0": _grad(name, "highway", 0),
+        "k=N": _grad(name, "highway", n),
     }
+    if name in ITERATED:
+        fns["k=2"] = _grad(name, "highway", 2)
+        for k in (0, 2, n):
+            fns[f"iteration k={'N' if k == n else k}"] = _grad(name, "iteration", k)
     return _jit(lambda *args: {key: f(*args) for key, f in fns.items()})(*_args(name))
 
 
-@functools.cache
-def _highway_grads(name: str, k: int, remat: bool = False):
-    return _jit(_grad(_loss_fn(name, "highway", k, remat)))(*_args(name))
+# "mlp" alone is left out: the transformer case runs the same blocks as one of its kinds.
+STRUCTURES = [name for name in CASES if name != "mlp"]
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", STRUCTURES)
 def test_k_equal_to_steps_is_exact(name, assert_trees_close):
-    grads = _four_gradients(name)
+    grads = _gradients(name)
     assert_trees_close(grads["k=N"], grads["exact"])
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", STRUCTURES)
 def test_k_zero_is_the_residual_path_gradient(name, assert_trees_close, relative_error):
-    grads = _four_gradients(name)
+    grads = _gradients(name)
     assert_trees_close(grads["k=0"], grads["stop"])
     # ... which is a different gradient from the exact one.
     assert relative_error(grads["stop"], grads["exact"]) > 1e-2
 
 
-@functools.partial(_jit, static_argnums=(0, 1))
-def _slow_highway(name: str, k: int):
-    """The iteration of the spec, one step and one Python loop at a time (jitted only to
-    run fast), returning the gradient w.r.t. (per-step params, h0, per-step xs, residual)."""
-    case = CASES[name]
-    n = case.num_steps
-    states = [case.h0]
-    for s in range(n):
-        update = case.step_fn(s)(case.step_params(s), states[-1], case.step_input(s))
-        r = 1.0 if case.residual is None else case.residual[s]
-        states.append(r * states[-1] + update)
-    outputs = jnp.stack(states[1:]) if case.rnn else states[-1]
-    e_all = jax.grad(lambda o: _loss_of_states(case, o))(outputs)
-    e = [e_all[s] if case.rnn else (e_all if s == n - 1 else 0 * e_all) for s in range(n)]
-    vjps = [
-        jax.vjp(case.step_fn(s), case.step_params(s), states[s], case.step_input(s))[1]
-        for s in range(n)
-    ]
-    r = [1.0 if case.residual is None else case.residual[s] for s in range(n)]
-
-    def accumulate(v):
-        """out_s = e_s + r_{s+1} out_{s+1} + v_{s+1}; dl/dh0 = r_0 out_0 + v_0."""
-        out = [None] * n
-        out[n - 1] = e[n - 1]
-        for s in range(n - 2, -1, -1):
-            out[s] = e[s] + r[s + 1] * out[s + 1] + v[s + 1]
-        return out, r[0] * out[0] + v[0]
-
-    out, d_h0 = accumulate([0.0] * n)
-    for _ in range(k):
-        out, d_h0 = accumulate([vjps[s](out[s])[1] for s in range(n)])
-    pulled = [vjps[s](out[s]) for s in range(n)]
-    d_residual = (
-        None if case.residual is None else jnp.stack([out[s] * states[s] for s in range(n)])
-    )
-    return [p[0] for p in pulled], d_h0, [p[2] for p in pulled], d_residual
+@pytest.mark.parametrize("name", ITERATED)
+def test_intermediate_k_matches_the_written_out_iteration(name, assert_trees_close, relative_error):
+    grads = _gradients(name)
+    # The written-out iteration is the plain loop's gradient at both ends ...
+    assert_trees_close(grads["iteration k=0"], grads["stop"])
+    assert_trees_close(grads["iteration k=N"], grads["exact"])
+    # ... and the fast path follows it in between (every output: params, h0, xs, r).
+    assert_trees_close(grads["k=2"], grads["iteration k=2"])
+    # k = 2 < N is neither end: the comparison is not one of the two above again.
+    assert relative_error(grads["k=2"], grads["exact"]) > 1e-4
+    assert relative_error(grads["k=2"], grads["stop"]) > 1e-3
 
 
-@pytest.mark.parametrize("name", ["mlp-linear-residual", "rnn-leaky"])
-def test_intermediate_k_matches_the_step_by_step_iteration(name, assert_trees_close):
-    case = CASES[name]
-    d_step_params, d_h0, d_xs, d_residual = _slow_highway(name, 2)
-    d_params, fast_h0, fast_xs, fast_residual = _highway_grads(name, 2)
-    if case.rnn:
-        expected_params = (jax.tree.map(lambda *a: sum(a), *d_step_params),)
-        assert_trees_close(fast_xs, jnp.stack(d_xs))
-    else:  # back to [L, ...] stacks per kind of sub-block
-        kinds = len(case.fns)
-        expected_params = tuple(
-            jax.tree.map(lambda *a: jnp.stack(a), *d_step_params[m::kinds]) for m in range(kinds)
-        )
-    assert_trees_close(d_params, expected_params)
-    assert_trees_close(fast_h0, d_h0)
-    if case.residual is not None:
-        assert_trees_close(fast_residual, d_residual)
-
-
-def test_recompute_gives_the_same_gradient(assert_trees_close):
+def test_recompute_gives_the_same_gradient():
     for name in ("mlp-linear-residual", "rnn-leaky"):
-        assert_trees_close(_highway_grads(name, 2, remat=True), _highway_grads(name, 2))
+        remat = _jit(_grad(name, "highway", 2, remat=True))(*_args(name))
+        chex.assert_trees_all_close(remat, _gradients(name)["k=2"], rtol=1e-5, atol=1e-6)
 
 
 def test_trains_under_jit_with_optax():
@@ -287,7 +247,14 @@ def test_trains_under_jit_with_optax():
     for _ in range(60):
         params, opt_state, value = step(params, opt_state)
         first = value if first is None else first
-    assert float(loss(params)) < 0.2 * float(first)
+    _, _, last = step(params, opt_state)
+    assert float(last) < 0.2 * float(first)
+
+
+def test_initialisers_take_new_style_keys():
+    """``jax.random.key`` and the legacy ``PRNGKey`` of one seed give the same draws."""
+    init = _jit(lambda key: blocks.init_mlp_blocks(key, 2, 4, 8))
+    chex.assert_trees_all_equal(init(jax.random.key(5)), init(jax.random.PRNGKey(5)))
 
 
 @pytest.mark.parametrize(
@@ -297,6 +264,35 @@ def test_trains_under_jit_with_optax():
         (lambda c: highway_bp(blocks.mlp_block, True), "k must be an int >= 0"),
         (lambda c: highway_bp("mlp", 1), "block_fn must be a callable"),
         (lambda c: highway_rnn(None, 1), "step_fn must be callable"),
+        (lambda c: highway_bp_reference(blocks.mlp_block, -2), "k must be an int >= 0, got -2"),
+        (
+            lambda c: blocks.init_mlp_blocks(KEY, 0, 8, 16),
+            "num_blocks must be a positive int, got 0",
+        ),
+        (
+            lambda c: blocks.init_mlp_blocks(KEY, 2, 8, -16),
+            "hidden must be a positive int, got -16",
+        ),
+        (
+            lambda c: blocks.init_mlp_blocks(KEY, 2, 8, 16, num_steps=0),
+            "num_steps must be a positive int, got 0",
+        ),
+        (
+            lambda c: blocks.init_conv_blocks(KEY, 2, 4, kernel_size=0),
+            "kernel_size must be a positive int, got 0",
+        ),
+        (
+            lambda c: blocks.init_attention_blocks(KEY, 2, 8.0),
+            "width must be a positive int, got 8.0",
+        ),
+        (
+            lambda c: blocks.init_rnn_step(KEY, 6, True),
+            "input_size must be a positive int, got True",
+        ),
+        (
+            lambda c: blocks.init_rnn_step(KEY, 6, 3, gain=-0.5),
+            "gain must be a finite number > 0, got -0.5",
+        ),
         (
             lambda c: highway_bp(blocks.mlp_block, 1)(
                 {**c.params[0], "b2": c.params[0]["b2"][:2]}, c.h0
@@ -330,9 +326,9 @@ def test_bad_arguments_are_named(call, message):
 
 @pytest.mark.parametrize("size", [3, 4])
 def test_block_convolution_is_lax_convolution(size):
-    k = _keys(2)
-    kernel = jax.random.normal(k[0], (size, size, 3, 5))
-    h = jax.random.normal(k[1], (2, 6, 7, 3))
+    rng = np.random.default_rng(size)
+    kernel = rng.standard_normal((size, size, 3, 5), np.float32)
+    h = rng.standard_normal((2, 6, 7, 3), np.float32)
     expected = _jit(
         lambda h, k: jax.lax.conv_general_dilated(
             h, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
