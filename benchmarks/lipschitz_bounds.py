@@ -90,8 +90,9 @@ def power_time(apply, x0, iters: int | None, repeats: int) -> float:
 
 
 def kernel_of(c: int, k: int, seed: int) -> jax.Array:
+    """A Gaussian ``[k, k, c, c]`` kernel (HWIO, the package's default layout)."""
     rng = np.random.default_rng(seed)
-    return jnp.asarray(rng.normal(size=(c, c, k, k)) / np.sqrt(c * k * k), jnp.float32)
+    return jnp.asarray(rng.normal(size=(k, k, c, c)) / np.sqrt(c * k * k), jnp.float32)
 
 
 def row(*cells) -> str:
@@ -118,7 +119,7 @@ def conv_tables(sizes: list[int], repeats: int) -> None:
             t_svd1, _ = timed(exact_fn, kernel, repeats=repeats, blas_threads=1)
             t_gram, gram = timed(gram_fn, kernel, repeats=repeats)
             exact = exacts[n] = float(exact)
-            x0 = jax.random.normal(jax.random.PRNGKey(seed), (1, n, n, 64), jnp.float32)
+            x0 = jax.random.normal(jax.random.key(seed), (1, n, n, 64), jnp.float32)
 
             def apply(x, kernel=kernel):
                 return conv2d(x, kernel, "circular")
@@ -203,7 +204,7 @@ def dense_table(repeats: int) -> None:
                 rows.append(
                     row(name, "Gram iteration", f"{float(gram) / exact - 1:.1e}", ms(t_gram), t)
                 )
-            x0 = jax.random.normal(jax.random.PRNGKey(0), (shape[1],), dtype)
+            x0 = jax.random.normal(jax.random.key(0), (shape[1],), dtype)
 
             def apply(x, w=w):
                 return w @ x

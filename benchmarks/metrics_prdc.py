@@ -160,7 +160,7 @@ def published(seeds: int) -> None:
     print(f"\n### prdc README check: N = M = 10,000, N(0, I_1000), k = {K}, {seeds} seeds\n")
     runs = []
     for seed in range(seeds):
-        kx, ky = jax.random.split(jax.random.PRNGKey(seed))
+        kx, ky = jax.random.split(jax.random.key(seed))
         x = jax.random.normal(kx, (10_000, 1000))
         y = jax.random.normal(ky, (10_000, 1000))
         start = time.perf_counter()
@@ -174,7 +174,7 @@ def published(seeds: int) -> None:
     import numpy as np
     from prdc import compute_prdc
 
-    kx, ky = jax.random.split(jax.random.PRNGKey(0))
+    kx, ky = jax.random.split(jax.random.key(0))
     x = np.asarray(jax.random.normal(kx, (10_000, 1000)))
     y = np.asarray(jax.random.normal(ky, (10_000, 1000)))
     with contextlib.redirect_stdout(io.StringIO()):

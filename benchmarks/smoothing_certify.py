@@ -88,7 +88,7 @@ def throughput_table(model, params, image, n: int) -> str:
     def logits_fn(p, xs):
         return model.apply(p, xs)
 
-    key = jax.random.PRNGKey(0)
+    key = jax.random.key(0)
     lines = [
         f"One input, n = {n:,} noisy samples, batch 1000, one timed run after compiling:",
         "",
@@ -99,9 +99,9 @@ def throughput_table(model, params, image, n: int) -> str:
         rates = []
         for fn in (smoothing.sample_statistics, smoothing.reference_statistics):
             kwargs = {"sigma": 0.25, "batch_size": 1000, "maps": maps}
-            fn(logits_fn, params, image, key, num=n, **kwargs)  # compile, same shapes
+            fn(key, logits_fn, params, image, num=n, **kwargs)  # compile, same shapes
             start = time.perf_counter()
-            fn(logits_fn, params, image, jax.random.fold_in(key, 1), num=n, **kwargs)
+            fn(jax.random.fold_in(key, 1), logits_fn, params, image, num=n, **kwargs)
             rates.append(n / (time.perf_counter() - start))
         lines.append(
             f"| {label} | {rates[0]:,.0f} | {rates[1]:,.0f} | {rates[0] / rates[1]:.2f}x |"

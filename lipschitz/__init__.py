@@ -5,6 +5,12 @@ stride-1 convolutions with circular or zero padding); the pure pieces live in
 ``gram``, ``conv_bounds``, ``exact``, ``baselines`` and ``rescaling``, the Flax
 layers in ``layers``, certification in ``certify``, the training job in
 ``train_job`` (``python -m lipschitz train``).
+
+Convolution kernels are in Flax's layout ``[k, k, c_in, c_out]`` (HWIO) by default;
+every function taking one also accepts ``layout="OIHW"`` (``[c_out, c_in, k, k]``,
+PyTorch's), and refuses shapes that do not fit the given layout (``checks.py``).
+Weights with NaN or inf raise a ``ValueError`` outside ``jax.jit`` and give NaN bounds
+inside it: never a finite bound. Functions that draw randomness take the key first.
 """
 
 from lipschitz.baselines import araujo2021_bound, singla2021_bound
@@ -16,6 +22,7 @@ from lipschitz.bounds import (
     spectral_norm_bound,
 )
 from lipschitz.certify import certified_accuracy, certified_radii, logit_margins
+from lipschitz.checks import DEFAULT_LAYOUT, LAYOUTS
 from lipschitz.conv_bounds import (
     circular_gram_bound,
     spatial_gram_bound,
@@ -43,7 +50,9 @@ from lipschitz.rescaling import (
 
 __all__ = [
     "DEFAULT_ITERS",
+    "DEFAULT_LAYOUT",
     "DEFAULT_SPATIAL_ITERS",
+    "LAYOUTS",
     "METHODS",
     "PADDINGS",
     "LipschitzConvNet",

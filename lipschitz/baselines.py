@@ -16,6 +16,8 @@ with the four reshapes ``R[(u1, o), (u2, i)]``  ``[h c_out, w c_in]``,
 and ``U[(u, o), i]``  ``[h w c_out, c_in]``. We take each matrix norm from a float
 SVD (they are small).
 
+Kernels are taken in ``layout`` (``checks.py``; HWIO by default) and worked on in OIHW.
+
 Araujo, Negrevergne, Chevaleyre & Atif (AAAI 2021), "LipBound": with the trigonometric
 polynomials ``f_oi(w) = sum_u K[o, i, u] exp(-i <w, u>)``, the symbol's spectral norm is
 at most its Frobenius norm at every ``w``, so::
@@ -38,10 +40,11 @@ import math
 import jax
 import jax.numpy as jnp
 
-from lipschitz.exact import dense_exact
+from lipschitz.checks import DEFAULT_LAYOUT, check_kernel, check_size, poison
+from lipschitz.exact import _dense_exact
 
 
-def singla2021_reshapes(kernel: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+def _singla2021_reshapes(kernel: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """The four matrices ``(R, S, T, U)`` of Singla et al. (2021) for ``[c_out, c_in, h, w]``."""
     c_out, c_in, h, w = kernel.shape
     r = jnp.transpose(kernel, (2, 0, 3, 1)).reshape(h * c_out, w * c_in)
@@ -52,11 +55,21 @@ def singla2021_reshapes(kernel: jax.Array) -> tuple[jax.Array, jax.Array, jax.Ar
 
 
 @jax.jit
-def singla2021_bound(kernel: jax.Array) -> jax.Array:
-    """``sqrt(h w) min(||R||, ||S||, ||T||, ||U||)`` (Singla et al. 2021); scalar."""
+def _singla2021_bound(kernel: jax.Array) -> jax.Array:
     h, w = kernel.shape[-2:]
-    norms = jnp.stack([dense_exact(m) for m in singla2021_reshapes(kernel)])
-    return math.sqrt(h * w) * jnp.min(norms)
+    norms = jnp.stack([_dense_exact(m) for m in _singla2021_reshapes(kernel)])
+    return poison(math.sqrt(h * w) * jnp.min(norms), kernel)
+
+
+def singla2021_bound(kernel, *, layout: str = DEFAULT_LAYOUT) -> jax.Array:
+    """``sqrt(h w) min(||R||, ||S||, ||T||, ||U||)`` (Singla et al. 2021); scalar, NaN if
+    the kernel holds NaN or inf under ``jax.jit``.
+
+    Args:
+      kernel: ``[h, w, c_in, c_out]`` (``layout="HWIO"``) or ``[c_out, c_in, h, w]``
+        (``"OIHW"``); ``h != w`` is allowed.
+    """
+    return _singla2021_bound(check_kernel(kernel, layout, square=False))
 
 
 def araujo_grid_size(k: int) -> int:
@@ -65,28 +78,39 @@ def araujo_grid_size(k: int) -> int:
     return max(16 * (k - 1), 1)
 
 
+def _araujo_shrink(k: int, grid: int) -> float:
+    """``1 - 2 pi^2 (k - 1)^2 / N^2``: the grid maximum's worst-case fraction of the sup."""
+    return 1.0 - 2.0 * math.pi**2 * (k - 1) ** 2 / grid**2
+
+
 @functools.partial(jax.jit, static_argnames=("grid",))
-def araujo2021_bound(kernel: jax.Array, grid: int | None = None) -> jax.Array:
+def _araujo2021_bound(kernel: jax.Array, grid: int) -> jax.Array:
+    shrink = _araujo_shrink(max(kernel.shape[-2:]), grid)
+    f = jnp.fft.fft2(kernel, s=(grid, grid), axes=(-2, -1))
+    power = jnp.real(f) ** 2 + jnp.imag(f) ** 2
+    sup_power = jnp.max(power, axis=(-2, -1)) / shrink
+    return poison(jnp.sqrt(jnp.sum(sup_power)), kernel)
+
+
+def araujo2021_bound(kernel, grid: int | None = None, *, layout: str = DEFAULT_LAYOUT) -> jax.Array:
     """``sqrt(sum_{o,i} sup_w |f_oi(w)| ** 2)`` (Araujo et al. 2021), guaranteed.
 
     Args:
-      kernel: ``[c_out, c_in, h, w]``.
+      kernel: ``[h, w, c_in, c_out]`` (``layout="HWIO"``) or ``[c_out, c_in, h, w]``
+        (``"OIHW"``); ``h != w`` is allowed.
       grid: frequencies per axis ``N``; needs ``N > sqrt(2) pi (k - 1)`` with
         ``k = max(h, w)``; default ``araujo_grid_size(k)``.
 
     Returns:
-      scalar: the grid estimate times ``(1 - 2 pi^2 (k - 1)^2 / N^2) ** -1/2``.
+      scalar: the grid estimate times ``(1 - 2 pi^2 (k - 1)^2 / N^2) ** -1/2``; NaN if the
+      kernel holds NaN or inf under ``jax.jit``.
     """
+    kernel = check_kernel(kernel, layout, square=False)
     k = max(kernel.shape[-2:])
-    grid = araujo_grid_size(k) if grid is None else grid
-    degree = k - 1
-    shrink = 1.0 - 2.0 * math.pi**2 * degree**2 / grid**2
-    if shrink <= 0:
+    grid = araujo_grid_size(k) if grid is None else check_size(grid, "grid")
+    if _araujo_shrink(k, grid) <= 0:
         raise ValueError(
-            f"grid must be > sqrt(2) pi (k - 1) = {math.sqrt(2) * math.pi * degree:.1f} for "
+            f"grid must be > sqrt(2) pi (k - 1) = {math.sqrt(2) * math.pi * (k - 1):.1f} for "
             f"a size-{k} kernel, got {grid}"
         )
-    f = jnp.fft.fft2(kernel, s=(grid, grid), axes=(-2, -1))
-    power = jnp.real(f) ** 2 + jnp.imag(f) ** 2
-    sup_power = jnp.max(power, axis=(-2, -1)) / shrink
-    return jnp.sqrt(jnp.sum(sup_power))
+    return _araujo2021_bound(kernel, grid)

@@ -1,10 +1,14 @@
 """The entry points: ``spectral_norm_bound`` and ``exact_spectral_norm``, with argument checks.
 
 Both take either a dense matrix ``w: [m, n]`` (``y = w x``; ``padding=None``) or a
-convolution kernel ``w: [c_out, c_in, k, k]`` with ``padding="circular"`` or ``"zero"``
-(conventions in ``convolution.py``). Shapes, dtypes and the static arguments are
-checked here, so both work under ``jax.jit`` with ``method``, ``padding``, ``n`` and
-``iters`` static.
+convolution kernel with ``padding="circular"`` or ``"zero"`` (conventions in
+``convolution.py``), by default in Flax's layout ``[k, k, c_in, c_out]`` (HWIO), or
+``[c_out, c_in, k, k]`` with ``layout="OIHW"`` (the shape rules in ``checks.py``).
+Shapes, dtypes and the static arguments are checked here, so both work under
+``jax.jit`` with ``method``, ``padding``, ``n``, ``iters`` and ``layout`` static.
+
+Non-finite weights never give a finite bound: a concrete ``w`` with NaN or inf raises a
+``ValueError``; under ``jax.jit`` the bound is NaN.
 """
 
 from __future__ import annotations
@@ -12,10 +16,18 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lipschitz.baselines import araujo2021_bound, singla2021_bound
-from lipschitz.conv_bounds import circular_gram_bound, spatial_gram_bound
-from lipschitz.exact import circular_exact, dense_exact, zero_padding_exact
-from lipschitz.gram import default_iters, gram_iteration
+from lipschitz.baselines import _araujo2021_bound, _singla2021_bound, araujo_grid_size
+from lipschitz.checks import (
+    DEFAULT_LAYOUT,
+    check_iters,
+    check_kernel,
+    check_layout,
+    check_matrix,
+    check_size,
+)
+from lipschitz.conv_bounds import _circular_gram_bound, _spatial_gram_row_bounds
+from lipschitz.exact import _circular_exact, _conv_matrix, _dense_exact
+from lipschitz.gram import _gram_iteration, default_iters
 
 METHODS = ("gram", "spatial_gram", "singla2021", "araujo2021")
 PADDINGS = (None, "circular", "zero")
@@ -36,46 +48,71 @@ def _check_padding(padding) -> None:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
 
 
-def _check_weight(w, padding) -> jax.Array:
-    w = jnp.asarray(w)
-    if not jnp.issubdtype(w.dtype, jnp.floating):
-        raise ValueError(f"w must be a real floating-point array, got dtype {w.dtype}")
+def _check_weight(w, padding, n, layout: str, name: str) -> jax.Array:
+    """``w`` checked for ``padding``: the dense matrix, or the kernel in OIHW."""
+    check_layout(layout)
     if padding is None:
-        if w.ndim != 2:
+        w = check_matrix(w, name)
+        if w.ndim != 2 or not jnp.issubdtype(w.dtype, jax.numpy.floating):
             raise ValueError(
-                f"w must be a dense matrix [m, n] when padding is None, got shape {w.shape}; "
-                "pass padding='circular' or 'zero' for a convolution kernel"
+                f"{name} must be a real dense matrix [m, n] when padding is None, got shape "
+                f"{w.shape} and dtype {w.dtype}; pass padding='circular' or 'zero' for a "
+                "convolution kernel"
             )
-        if 0 in w.shape:
-            raise ValueError(f"w must be non-empty, got shape {w.shape}")
+        if n is not None:
+            raise ValueError(
+                f"n applies only to convolutions (padding 'circular' or 'zero'), got {n}"
+            )
         return w
-    if w.ndim != 4:
-        raise ValueError(
-            f"w must be a convolution kernel [c_out, c_in, k, k] when padding is "
-            f"{padding!r}, got shape {w.shape}"
-        )
-    if w.shape[2] != w.shape[3]:
-        raise ValueError(f"the kernel must be square [c_out, c_in, k, k], got shape {w.shape}")
-    if 0 in w.shape:
-        raise ValueError(f"w must be non-empty, got shape {w.shape}")
-    return w
+    return check_kernel(w, layout, name=name, n=n)
 
 
-def _check_n(n, w, padding, required: bool) -> None:
+def _check_n(n, padding, required: bool) -> int | None:
     if n is None:
         if required:
             raise ValueError(
                 f"n (the input height and width) is required for padding={padding!r}; the "
                 "norm depends on it, and the kernel size is not a safe default"
             )
-        return
+        return None
+    return check_size(n)
+
+
+def _check_bound_arguments(w, method, padding, n, iters, layout, name):
+    """Everything ``spectral_norm_bound`` checks; ``(w, n, iters)`` with ``w`` in OIHW for a
+    kernel and ``iters`` resolved to its default."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    _check_padding(padding)
+    if iters is not None:
+        if method not in GRAM_METHODS:
+            raise ValueError(f"iters applies only to methods {GRAM_METHODS}, got method {method!r}")
+        iters = check_iters(iters)
+    if padding is None and method != "gram":
+        raise ValueError(
+            f"method {method!r} bounds convolutions; a dense matrix (padding None) takes "
+            "method 'gram'"
+        )
+    circular_gram = padding == "circular" and method == "gram"
+    n = None if padding is None and n is None else _check_n(n, padding, circular_gram)
+    w = _check_weight(w, padding, n, layout, name)
+    if iters is None:
+        spatial = padding is not None and not circular_gram and method in GRAM_METHODS
+        iters = DEFAULT_SPATIAL_ITERS if spatial else default_iters(w.dtype)
+    return w, n, iters
+
+
+def _bound(w: jax.Array, method: str, padding: str | None, n: int | None, iters: int):
+    """The bound of checked arguments (``w`` dense or an OIHW kernel)."""
     if padding is None:
-        raise ValueError(f"n applies only to convolutions (padding 'circular' or 'zero'), got {n}")
-    if not isinstance(n, int) or isinstance(n, bool):
-        raise ValueError(f"n must be an int, got {n!r}")
-    k = w.shape[-1]
-    if n < k:
-        raise ValueError(f"n must be >= the kernel size {k}, got {n}")
+        return _gram_iteration(w, iters)
+    if padding == "circular" and method == "gram":
+        return _circular_gram_bound(w, n, iters, True)
+    if method in GRAM_METHODS:
+        return jnp.max(_spatial_gram_row_bounds(w, iters, True))
+    if method == "singla2021":
+        return _singla2021_bound(w)
+    return _araujo2021_bound(w, araujo_grid_size(max(w.shape[-2:])))
 
 
 def spectral_norm_bound(
@@ -84,11 +121,14 @@ def spectral_norm_bound(
     padding: str | None = None,
     n: int | None = None,
     iters: int | None = None,
+    *,
+    layout: str = DEFAULT_LAYOUT,
 ) -> jax.Array:
     """An upper bound on the spectral norm of a dense layer or a convolution.
 
     Args:
-      w: ``[m, n]`` (``padding=None``) or ``[c_out, c_in, k, k]``.
+      w: ``[m, n]`` (``padding=None``) or a kernel ``[k, k, c_in, c_out]`` (HWIO, Flax's
+        ``nn.Conv`` layout) or ``[c_out, c_in, k, k]`` (``layout="OIHW"``), square.
       method:
         ``"gram"``: Gram iteration: on ``w`` itself (dense), batched over the ``rfft2``
         frequencies at input size ``n`` (circular), or in the spatial domain (zero
@@ -100,63 +140,45 @@ def spectral_norm_bound(
         kernel size and otherwise unused by the bounds that hold for every ``n``.
       iters: Gram steps ``T >= 1``; default ``default_iters(w.dtype)`` (6 in float32,
         10 in float64) for dense and circular, ``DEFAULT_SPATIAL_ITERS`` for spatial.
+      layout: the kernel's layout, ``"HWIO"`` (default) or ``"OIHW"``; ignored for a
+        dense matrix.
 
     Returns:
-      a scalar ``>= ||w||_2`` (of the operator), differentiable in ``w``.
+      a scalar ``>= ||w||_2`` (of the operator), differentiable in ``w``; NaN if ``w``
+      holds NaN or inf under ``jax.jit``.
 
     Raises:
-      ValueError: unknown method or padding, wrong rank, non-square kernel, missing or
-        too small ``n``, ``iters < 1``, or ``iters`` with a method that has none.
+      ValueError: unknown method, padding or layout, wrong rank, non-square kernel or a
+        kernel larger than ``n`` in ``layout``, missing ``n``, ``iters < 1``, ``iters``
+        with a method that has none, or a concrete ``w`` with NaN or inf.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    _check_padding(padding)
-    w = _check_weight(w, padding)
-    if iters is not None:
-        if method not in GRAM_METHODS:
-            raise ValueError(f"iters applies only to methods {GRAM_METHODS}, got method {method!r}")
-        if not isinstance(iters, int) or isinstance(iters, bool) or iters < 1:
-            raise ValueError(f"iters must be an int >= 1, got {iters!r}")
-    if padding is None:
-        if method != "gram":
-            raise ValueError(
-                f"method {method!r} bounds convolutions; a dense matrix (padding None) takes "
-                "method 'gram'"
-            )
-        _check_n(n, w, padding, required=False)
-        return gram_iteration(w, iters)
-    circular_gram = padding == "circular" and method == "gram"
-    _check_n(n, w, padding, required=circular_gram)
-    if circular_gram:
-        return circular_gram_bound(w, n, default_iters(w.dtype) if iters is None else iters)
-    if method in GRAM_METHODS:
-        return spatial_gram_bound(w, DEFAULT_SPATIAL_ITERS if iters is None else iters)
-    if method == "singla2021":
-        return singla2021_bound(w)
-    return araujo2021_bound(w)
+    w, n, iters = _check_bound_arguments(w, method, padding, n, iters, layout, "w")
+    return _bound(w, method, padding, n, iters)
 
 
-def exact_spectral_norm(w, padding: str | None = None, n: int | None = None) -> jax.Array:
+def exact_spectral_norm(
+    w, padding: str | None = None, n: int | None = None, *, layout: str = DEFAULT_LAYOUT
+) -> jax.Array:
     """The exact spectral norm (up to floating point), for tests and benchmarks.
 
     Args:
-      w: ``[m, n]`` (``padding=None``) or ``[c_out, c_in, k, k]``.
+      w: ``[m, n]`` (``padding=None``) or a kernel in ``layout`` (as ``spectral_norm_bound``).
       padding: ``None`` (SVD), ``"circular"`` (FFT + batched SVD over the frequencies) or
         ``"zero"`` (SVD of the explicit matrix; ``n^2 max(c_in, c_out) <=
-        MAX_EXPLICIT_SIZE``).
+        MAX_EXPLICIT_SIZE``; call it outside ``jax.jit``, see ``exact.zero_padding_exact``).
       n: input height and width, required for convolutions.
+      layout: ``"HWIO"`` (default) or ``"OIHW"``.
 
     Returns:
-      a scalar.
+      a scalar; NaN if ``w`` holds NaN or inf under ``jax.jit``.
     """
     _check_padding(padding)
-    w = _check_weight(w, padding)
+    n = _check_n(n, padding, required=padding is not None)
+    w = _check_weight(w, padding, n, layout, "w")
     if padding is None:
-        _check_n(n, w, padding, required=False)
-        return dense_exact(w)
-    _check_n(n, w, padding, required=True)
+        return _dense_exact(w)
     if padding == "circular":
-        return circular_exact(w, n)
+        return _circular_exact(w, n)
     side = n * n * max(w.shape[0], w.shape[1])
     if side > MAX_EXPLICIT_SIZE:
         raise ValueError(
@@ -164,4 +186,5 @@ def exact_spectral_norm(w, padding: str | None = None, n: int | None = None) -> 
             f"{MAX_EXPLICIT_SIZE}; use a smaller n, or lipschitz.exact.conv_power_iteration "
             "for an estimate"
         )
-    return zero_padding_exact(w, n)
+    # Two programs, not one: see exact.zero_padding_exact.
+    return _dense_exact(_conv_matrix(w, n, "zero"))

@@ -21,10 +21,15 @@ def logit_margins(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return true - jnp.max(others, axis=-1)
 
 
+def _check_lipschitz(lipschitz: float) -> None:
+    if not (lipschitz > 0 and math.isfinite(lipschitz)):
+        raise ValueError(f"lipschitz must be a positive finite number, got {lipschitz!r}")
+
+
 def certified_radii(logits: jax.Array, labels: jax.Array, lipschitz: float = 1.0) -> jax.Array:
-    """``margin / (sqrt(2) L)`` where the prediction is correct, else 0: ``[b]``."""
-    if not lipschitz > 0:
-        raise ValueError(f"lipschitz must be > 0, got {lipschitz}")
+    """``margin / (sqrt(2) L)`` where the prediction is correct, else 0 (no certificate,
+    also for a NaN margin): ``[b]``."""
+    _check_lipschitz(lipschitz)
     margins = logit_margins(logits, labels)
     return jnp.where(margins > 0, margins / (math.sqrt(2.0) * lipschitz), 0.0)
 
@@ -33,7 +38,9 @@ def certified_accuracy(
     logits: jax.Array, labels: jax.Array, radii: jax.Array, lipschitz: float = 1.0
 ) -> jax.Array:
     """Fraction of examples correctly classified with certified radius ``> r`` for each ``r``
-    in ``radii: [r]`` -> ``[r]``; at ``r = 0`` it is the clean accuracy (margin ``> 0``)."""
+    in ``radii: [r]`` -> ``[r]``; at ``r = 0`` it is the clean accuracy (margin ``> 0``).
+    An example with NaN logits is never certified."""
+    _check_lipschitz(lipschitz)
     margins = logit_margins(logits, labels)
     radius = margins / (math.sqrt(2.0) * lipschitz)
     certified = (margins[None, :] > 0) & (radius[None, :] > jnp.asarray(radii)[:, None])

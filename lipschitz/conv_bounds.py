@@ -1,5 +1,9 @@
 """Gram-iteration bounds on the spectral norm of a convolution (see ``convolution.py``).
 
+Kernels: the public functions take ``layout=`` (Flax's HWIO by default, ``checks.py``);
+the math below and the internal functions (leading underscore) use OIHW,
+``K: [c_out, c_in, k, k]``.
+
 Circular padding, input ``n x n``: the 2-D DFT block-diagonalises the operator
 (Sedghi et al. 2019). With ``K_hat(w) = sum_{u,v} K[:, :, u, v] exp(-i (w_1 u + w_2 v))``
 (a ``c_out x c_in`` matrix per frequency), the singular values of the layer are those of
@@ -34,14 +38,14 @@ a section of the full linear convolution, which is the circular one at ``n + k -
 on inputs that do not wrap) and does not decrease with ``n`` (nested sections).
 
 The self-correlation of a support-``s`` kernel has support ``2s - 1``, so ``G_T`` has
-support ``S_T = 2^T (k - 1) + 1`` and the work grows like ``4^T``. ``spatial_gram_iterate``
+support ``S_T = 2^T (k - 1) + 1`` and the work grows like ``4^T``. ``_spatial_gram_iterate``
 does the first step in the spatial domain, then evaluates the rest of the recursion
 on an ``S_T x S_T`` frequency grid, where self-correlation is ``G_hat <- G_hat G_hat^H``
 per frequency and ``S_T`` points recover every coefficient without aliasing;
-``self_correlation`` iterated directly is the reference it is tested against.
+``_self_correlation`` iterated directly is the reference it is tested against.
 
 Circular speed-ups, both exact: the first Gram step ``K_hat K_hat^H`` is the symbol of
-the small self-correlation ``P`` (``circular_gram_symbols``), and only frequencies that
+the small self-correlation ``P`` (``_circular_gram_symbols``), and only frequencies that
 can still be the maximum are run through the last steps (``_pruned_max``), with a
 backward pass through the arg-max frequency.
 """
@@ -54,9 +58,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lipschitz.checks import DEFAULT_LAYOUT, check_iters, check_kernel, check_size, poison
 from lipschitz.gram import (
     HIGHEST,
     _frobenius,
+    _nonzero,
     _robust_frobenius,
     _safe_log,
     gram_log_bound,
@@ -65,7 +71,7 @@ from lipschitz.gram import (
 
 
 @functools.partial(jax.jit, static_argnames=("n",))
-def circular_symbols(kernel: jax.Array, n: int) -> jax.Array:
+def _circular_symbols(kernel: jax.Array, n: int) -> jax.Array:
     """The Fourier symbol of the circular convolution at input size ``n``.
 
     Args:
@@ -103,12 +109,12 @@ def _symbol_at(p: jax.Array, shifts: np.ndarray, n: int) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("n",))
-def circular_gram_symbols(kernel: jax.Array, n: int) -> jax.Array:
+def _circular_gram_symbols(kernel: jax.Array, n: int) -> jax.Array:
     """The first Gram iterate of the circular operator, per frequency: ``K_hat K_hat^H``
     (or ``K_hat^H K_hat``, whichever is smaller) at the ``rfft2`` frequencies.
 
     Computed without forming ``K_hat``: the Gram operator ``A A^*`` is itself a
-    convolution, with the kernel ``P = self_correlation(K)`` (support ``2k - 1``), so its
+    convolution, with the kernel ``P = _self_correlation(K)`` (support ``2k - 1``), so its
     symbol is the trigonometric polynomial ``sum_s P[s] exp(-i <w, s>)`` (Hermitian),
     evaluated here at the ``n x n`` grid (for ``n < 2k - 1`` this is the DFT of ``P``
     wrapped modulo ``n``). This replaces the ``c_out x c_in`` symbols and the first
@@ -123,7 +129,7 @@ def circular_gram_symbols(kernel: jax.Array, n: int) -> jax.Array:
     """
     g = kernel if kernel.shape[0] <= kernel.shape[1] else jnp.swapaxes(kernel, 0, 1)
     k = kernel.shape[-1]
-    return _symbol_at(self_correlation(g), np.arange(2 * k - 1) - (k - 1), n)
+    return _symbol_at(_self_correlation(g), np.arange(2 * k - 1) - (k - 1), n)
 
 
 def _log_bounds(g: jax.Array, r: jax.Array, iters: int) -> jax.Array:
@@ -134,7 +140,7 @@ def _log_bounds(g: jax.Array, r: jax.Array, iters: int) -> jax.Array:
 def _circular_log_bounds(kernel: jax.Array, n: int, iters: int) -> jax.Array:
     """Log Gram bounds at every ``rfft2`` frequency, all ``T`` steps batched: ``[F]``."""
     kernel, log_c = _normalise_all(kernel)
-    g = circular_gram_symbols(kernel, n)
+    g = _circular_gram_symbols(kernel, n)
     g = g.reshape(-1, *g.shape[-2:])
     g, r = square_steps(g, jnp.full(g.shape[:1], 2.0 * log_c), iters - 1)
     return _log_bounds(g, r, iters)
@@ -156,7 +162,7 @@ def _pruned_max(kernel: jax.Array, n: int, iters: int) -> tuple[jax.Array, jax.A
     """
     t0 = iters - PRUNE_AFTER
     kernel, log_c = _normalise_all(kernel)
-    g = circular_gram_symbols(kernel, n)
+    g = _circular_gram_symbols(kernel, n)
     g = g.reshape(-1, *g.shape[-2:])
     count = g.shape[0]
     g, r = square_steps(g, jnp.full((count,), 2.0 * log_c), t0 - 1)
@@ -182,7 +188,8 @@ def _pruned_max(kernel: jax.Array, n: int, iters: int) -> tuple[jax.Array, jax.A
 
     start = (jnp.zeros((), jnp.int32), jnp.full((), -jnp.inf, early.dtype), order[0])
     _, best, arg = jax.lax.while_loop(more, refine, start)
-    return best, arg
+    # A NaN frequency fails every comparison above and would be skipped: propagate it.
+    return jnp.where(jnp.any(jnp.isnan(early)), jnp.nan, best), arg
 
 
 def _log_bound_at(kernel: jax.Array, n: int, iters: int, index: jax.Array) -> jax.Array:
@@ -222,38 +229,53 @@ _pruned_circular_log_bound.defvjp(_pruned_fwd, _pruned_bwd)
 
 
 @functools.partial(jax.jit, static_argnames=("n", "iters", "prune"))
-def circular_gram_bound(kernel: jax.Array, n: int, iters: int, *, prune: bool = True) -> jax.Array:
+def _circular_gram_bound(kernel: jax.Array, n: int, iters: int, prune: bool) -> jax.Array:
+    """``circular_gram_bound`` on an OIHW kernel, no checks."""
+    if kernel.shape[-1] == 1:
+        bound = jnp.exp(gram_log_bound(kernel[:, :, 0, 0], iters))
+    elif prune and iters > PRUNE_AFTER:
+        bound = jnp.exp(_pruned_circular_log_bound(kernel, n, iters))
+    else:
+        bound = jnp.exp(jnp.max(_circular_log_bounds(kernel, n, iters)))
+    return poison(bound, kernel)
+
+
+def circular_gram_bound(
+    kernel, n: int, iters: int, *, prune: bool = True, layout: str = DEFAULT_LAYOUT
+) -> jax.Array:
     """Upper bound on the spectral norm of the circular convolution at input size ``n``.
 
     The batched Gram iteration over the ``n (n // 2 + 1)`` frequency matrices, each with
     its own log accumulator; the maximum is taken in log space. The first step is
-    ``circular_gram_symbols`` (the kernel is first divided by its Frobenius norm ``c``,
+    ``_circular_gram_symbols`` (the kernel is first divided by its Frobenius norm ``c``,
     so every accumulator starts at ``2 log c``). A ``1 x 1`` kernel has the same matrix
     at every frequency and is bounded as a dense matrix.
 
     Args:
-      kernel: ``[c_out, c_in, k, k]``.
-      n: input size (``>= k``).
+      kernel: ``[k, k, c_in, c_out]`` (``layout="HWIO"``, Flax) or ``[c_out, c_in, k, k]``
+        (``"OIHW"``); square, ``k <= n`` (``checks.py``).
+      n: input height and width.
       iters: Gram steps ``T >= 1``.
       prune: skip the last ``PRUNE_AFTER`` steps at frequencies that cannot be the
         maximum (same value; see ``_pruned_max``), with a backward pass through the
         arg-max frequency only. ``False`` runs every frequency to ``T`` and
         differentiates through all of them (the reference).
+      layout: ``"HWIO"`` or ``"OIHW"``.
 
     Returns:
-      scalar ``>= ||conv_circ(n)||_2``.
+      scalar ``>= ||conv_circ(n)||_2``; NaN if the kernel holds NaN or inf under ``jax.jit``.
+
+    Raises:
+      ValueError: bad ``n``, ``iters`` or kernel shape for ``layout``, or a concrete kernel
+        with NaN or inf.
     """
-    if iters < 1:
-        raise ValueError(f"iters must be >= 1, got {iters}")
-    if kernel.shape[-1] == 1:
-        return jnp.exp(gram_log_bound(kernel[:, :, 0, 0], iters))
-    if prune and iters > PRUNE_AFTER:
-        return jnp.exp(_pruned_circular_log_bound(kernel, n, iters))
-    return jnp.exp(jnp.max(_circular_log_bounds(kernel, n, iters)))
+    n = check_size(n)
+    kernel = check_kernel(kernel, layout, n=n)
+    return _circular_gram_bound(kernel, n, check_iters(iters), bool(prune))
 
 
 @jax.jit
-def self_correlation(g: jax.Array) -> jax.Array:
+def _self_correlation(g: jax.Array) -> jax.Array:
     """Full 2-D self-correlation contracting the second (input-channel) axis, directly.
 
     ``out[i, j, s] = sum_{l, u} g[i, l, u + s] g[j, l, u]`` for shifts ``s`` in
@@ -282,7 +304,7 @@ def spatial_support(k: int, iters: int) -> int:
 
 
 @functools.partial(jax.jit, static_argnames=("iters", "fourier"))
-def spatial_gram_iterate(
+def _spatial_gram_iterate(
     kernel: jax.Array, iters: int, *, fourier: bool = True
 ) -> tuple[jax.Array, jax.Array]:
     """The spatial Gram iterate ``G_T`` and its log scale ``r`` (``G_T exp(r)`` is exact).
@@ -291,7 +313,7 @@ def spatial_gram_iterate(
       kernel: ``[c_out, c_in, k, k]`` real.
       iters: ``T >= 1``.
       fourier: evaluate the self-correlations as products on an alias-free Fourier grid
-        (fast, default) or directly with ``self_correlation`` (the reference).
+        (fast, default) or directly with ``_self_correlation`` (the reference).
 
     Returns:
       ``(g, r)``: ``g: [c_out, c_out, S, S]`` with ``S = spatial_support(k, T)``, the shift
@@ -299,31 +321,27 @@ def spatial_gram_iterate(
       a scalar. The two paths differ in their normalising constants (so in ``g`` and
       ``r`` separately), never in ``g * exp(r)``.
     """
-    if iters < 1:
-        raise ValueError(f"iters must be >= 1, got {iters}")
     r = jnp.zeros((), kernel.dtype)
     if not fourier:
         g = kernel
         for _ in range(iters):
             g, log_c = _normalise_all(g)
-            g = self_correlation(g)
+            g = _self_correlation(g)
             r = 2.0 * (r + log_c)
         return g, r
     k = kernel.shape[-1]
-    if kernel.shape[-2] != k:
-        raise ValueError(f"the kernel must be square [c_out, c_in, k, k], got {kernel.shape}")
     size = spatial_support(k, iters)
     # The first step in the spatial domain (a small self-correlation), then its symbol
     # on the alias-free grid, where each further step is a product per frequency.
     kernel, log_c = _normalise_all(kernel)
-    f = _symbol_at(self_correlation(kernel), np.arange(2 * k - 1) - (k - 1), size)
+    f = _symbol_at(_self_correlation(kernel), np.arange(2 * k - 1) - (k - 1), size)
     r = 2.0 * log_c
     for _ in range(iters - 1):
         # f is Hermitian PSD at every frequency: f f^H = f f, and the summed trace is a
         # cheap positive normaliser (one scalar for all frequencies, as the inverse DFT
         # needs).
         c = jnp.sum(jnp.real(jnp.diagonal(f, axis1=-2, axis2=-1)))
-        c = jax.lax.stop_gradient(jnp.where(c > 0, c, 1.0))
+        c = jax.lax.stop_gradient(_nonzero(c))
         f = f / c.astype(f.dtype)
         f = jnp.matmul(f, f, precision=HIGHEST)
         r = 2.0 * (r + jnp.log(c))
@@ -336,32 +354,45 @@ def spatial_gram_iterate(
 def _normalise_all(g: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(g / c, log c)`` with one ``c = ||g||_F`` over all axes (no gradient through it)."""
     flat = g.reshape(1, -1)
-    c = jax.lax.stop_gradient(_robust_frobenius(flat))
-    c = jnp.where(c > 0, c, 1.0)
+    c = _nonzero(jax.lax.stop_gradient(_robust_frobenius(flat)))
     return g / c.astype(g.dtype), jnp.log(c)
 
 
 @functools.partial(jax.jit, static_argnames=("iters", "fourier"))
-def spatial_gram_row_bounds(kernel: jax.Array, iters: int, *, fourier: bool = True) -> jax.Array:
+def _spatial_gram_row_bounds(kernel: jax.Array, iters: int, fourier: bool) -> jax.Array:
+    """``spatial_gram_row_bounds`` on an OIHW kernel, no checks."""
+    g, r = _spatial_gram_iterate(kernel, iters, fourier=fourier)
+    row_sums = jnp.sum(jnp.abs(g), axis=(1, 2, 3))
+    return poison(jnp.exp((_safe_log(row_sums) + r) * 2.0**-iters), kernel)
+
+
+def spatial_gram_row_bounds(
+    kernel, iters: int, *, fourier: bool = True, layout: str = DEFAULT_LAYOUT
+) -> jax.Array:
     """Per-output-channel spatial Gram bounds ``t``: ``diag(1 / t) conv`` is 1-Lipschitz.
 
     ``t_i = (sum_{j, s} |G_T[i, j, s]|) ** (2 ** -T) * exp(r * 2 ** -T)``.
 
     Args:
-      kernel: ``[c_out, c_in, k, k]``.
+      kernel: ``[k, k, c_in, c_out]`` (``layout="HWIO"``) or ``[c_out, c_in, k, k]``
+        (``"OIHW"``), square.
       iters: ``T >= 1``.
-      fourier: see ``spatial_gram_iterate``.
+      fourier: see ``_spatial_gram_iterate``.
+      layout: ``"HWIO"`` or ``"OIHW"``.
 
     Returns:
-      ``[c_out]`` positive (zero for an all-zero output channel).
+      ``[c_out]`` positive (zero for an all-zero output channel); NaN everywhere if the
+      kernel holds NaN or inf under ``jax.jit``.
     """
-    g, r = spatial_gram_iterate(kernel, iters, fourier=fourier)
-    row_sums = jnp.sum(jnp.abs(g), axis=(1, 2, 3))
-    return jnp.exp((_safe_log(row_sums) + r) * 2.0**-iters)
+    kernel = check_kernel(kernel, layout)
+    return _spatial_gram_row_bounds(kernel, check_iters(iters), bool(fourier))
 
 
-@functools.partial(jax.jit, static_argnames=("iters", "fourier"))
-def spatial_gram_bound(kernel: jax.Array, iters: int, *, fourier: bool = True) -> jax.Array:
+def spatial_gram_bound(
+    kernel, iters: int, *, fourier: bool = True, layout: str = DEFAULT_LAYOUT
+) -> jax.Array:
     """Upper bound on the spectral norm of the convolution for every input size and
-    padding (zero or circular): ``max_i t_i`` of ``spatial_gram_row_bounds``."""
-    return jnp.max(spatial_gram_row_bounds(kernel, iters, fourier=fourier))
+    padding (zero or circular): ``max_i t_i`` of ``spatial_gram_row_bounds`` (same
+    arguments); a scalar, NaN if the kernel holds NaN or inf under ``jax.jit``."""
+    kernel = check_kernel(kernel, layout)
+    return jnp.max(_spatial_gram_row_bounds(kernel, check_iters(iters), bool(fourier)))

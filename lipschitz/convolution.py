@@ -2,7 +2,9 @@
 
 Convention (the one of ``jax.lax.conv_general_dilated`` and of deep-learning
 "convolutions"): stride-1 cross-correlation of an NHWC input ``x: [b, n, n, c_in]`` with
-a kernel ``K: [c_out, c_in, k, k]`` (OIHW), output ``[b, n, n, c_out]``::
+a kernel ``K``, output ``[b, n, n, c_out]``. In the math below (and inside the package)
+``K: [c_out, c_in, k, k]`` (OIHW); the public functions take Flax's ``[k, k, c_in,
+c_out]`` (HWIO) by default and OIHW with ``layout="OIHW"`` (``checks.py``)::
 
     y[b, p, q, o] = sum_{i, u, v} K[o, i, u, v] x[b, p + u - lo, q + v - lo, i]
 
@@ -24,6 +26,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from lipschitz.checks import DEFAULT_LAYOUT, check_layout, to_oihw
+
 PADDINGS = ("circular", "zero")
 
 
@@ -34,19 +38,8 @@ def same_padding(k: int) -> tuple[int, int]:
 
 
 @functools.partial(jax.jit, static_argnames=("padding",))
-def conv2d(x: jax.Array, kernel: jax.Array, padding: str = "zero") -> jax.Array:
-    """Stride-1 "same" cross-correlation with zero or circular padding.
-
-    Args:
-      x: ``[b, n, n, c_in]`` (or any ``[b, h, w, c_in]``).
-      kernel: ``[c_out, c_in, k, k]``.
-      padding: ``"zero"`` or ``"circular"``.
-
-    Returns:
-      ``[b, n, n, c_out]``.
-    """
-    if padding not in PADDINGS:
-        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+def _conv2d(x: jax.Array, kernel: jax.Array, padding: str) -> jax.Array:
+    """``conv2d`` with an OIHW kernel, no checks."""
     k_h, k_w = kernel.shape[-2:]
     pads = [same_padding(k_h), same_padding(k_w)]
     if padding == "circular":
@@ -60,3 +53,41 @@ def conv2d(x: jax.Array, kernel: jax.Array, padding: str = "zero") -> jax.Array:
         dimension_numbers=("NHWC", "OIHW", "NHWC"),
         precision=jax.lax.Precision.HIGHEST,
     )
+
+
+def check_padding(padding) -> str:
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    return padding
+
+
+def conv2d(
+    x: jax.Array, kernel: jax.Array, padding: str = "zero", *, layout: str = DEFAULT_LAYOUT
+) -> jax.Array:
+    """Stride-1 "same" cross-correlation with zero or circular padding.
+
+    Args:
+      x: ``[b, h, w, c_in]``.
+      kernel: ``[kh, kw, c_in, c_out]`` (``layout="HWIO"``, Flax) or
+        ``[c_out, c_in, kh, kw]`` (``"OIHW"``); ``kh != kw`` is allowed.
+      padding: ``"zero"`` or ``"circular"``.
+      layout: ``"HWIO"`` or ``"OIHW"``.
+
+    Returns:
+      ``[b, h, w, c_out]``.
+    """
+    check_padding(padding)
+    check_layout(layout)
+    x = jnp.asarray(x)
+    if jnp.ndim(kernel) != 4 or x.ndim != 4:
+        raise ValueError(
+            f"x must be [b, h, w, c_in] and kernel rank 4 in layout {layout!r}, got shapes "
+            f"{x.shape} and {jnp.shape(kernel)}"
+        )
+    oihw = to_oihw(jnp.asarray(kernel), layout)
+    if oihw.shape[1] != x.shape[-1]:
+        raise ValueError(
+            f"kernel must have c_in = {x.shape[-1]} input channels (x's last axis) in layout "
+            f"{layout!r}, got {oihw.shape[1]} from shape {jnp.shape(kernel)}"
+        )
+    return _conv2d(x, oihw, padding)

@@ -17,14 +17,29 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from lipschitz.conv_bounds import circular_symbols
-from lipschitz.convolution import conv2d
+from lipschitz.checks import (
+    DEFAULT_LAYOUT,
+    as_key,
+    check_iters,
+    check_kernel,
+    check_matrix,
+    check_size,
+    poison,
+)
+from lipschitz.conv_bounds import _circular_symbols
+from lipschitz.convolution import _conv2d, check_padding
+from lipschitz.gram import _nonzero
 
 
 @jax.jit
-def dense_exact(w: jax.Array) -> jax.Array:
-    """``sigma_1(w)`` of ``w: [..., m, n]`` -> ``[...]``."""
-    return jnp.linalg.svd(w, compute_uv=False)[..., 0]
+def _dense_exact(w: jax.Array) -> jax.Array:
+    return poison(jnp.linalg.svd(w, compute_uv=False)[..., 0], w)
+
+
+def dense_exact(w) -> jax.Array:
+    """``sigma_1(w)`` of ``w: [..., m, n]`` -> ``[...]`` (SVD); NaN if ``w`` holds NaN or inf
+    under ``jax.jit``, a ``ValueError`` for a concrete one."""
+    return _dense_exact(check_matrix(w, "w"))
 
 
 @functools.partial(jax.jit, static_argnames=("p",))
@@ -37,40 +52,72 @@ def schatten_norm(w: jax.Array, p: float) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("n",))
-def circular_exact(kernel: jax.Array, n: int) -> jax.Array:
+def _circular_exact(kernel: jax.Array, n: int) -> jax.Array:
+    return jnp.max(_dense_exact(_circular_symbols(kernel, n)))
+
+
+def circular_exact(kernel, n: int, *, layout: str = DEFAULT_LAYOUT) -> jax.Array:
     """Spectral norm of the circular convolution at input size ``n`` (FFT + batched SVD).
 
     Args:
-      kernel: ``[c_out, c_in, k, k]``, ``k <= n``.
-      n: input size.
+      kernel: ``[k, k, c_in, c_out]`` (``layout="HWIO"``) or ``[c_out, c_in, k, k]``
+        (``"OIHW"``), square, ``k <= n``.
+      n: input height and width.
 
     Returns:
-      scalar.
+      scalar; NaN if the kernel holds NaN or inf under ``jax.jit``.
     """
-    return jnp.max(dense_exact(circular_symbols(kernel, n)))
+    n = check_size(n)
+    return _circular_exact(check_kernel(kernel, layout, n=n), n)
 
 
 @functools.partial(jax.jit, static_argnames=("n", "padding"))
-def conv_matrix(kernel: jax.Array, n: int, padding: str) -> jax.Array:
+def _conv_matrix(kernel: jax.Array, n: int, padding: str) -> jax.Array:
+    c_in = kernel.shape[1]
+    basis = jnp.eye(n * n * c_in, dtype=kernel.dtype).reshape(-1, n, n, c_in)
+    columns = _conv2d(basis, kernel, padding)
+    return columns.reshape(n * n * c_in, -1).T
+
+
+def conv_matrix(kernel, n: int, padding: str, *, layout: str = DEFAULT_LAYOUT) -> jax.Array:
     """The convolution ``conv2d(., kernel, padding)`` on ``[n, n, c_in]`` as a dense matrix.
 
     Rows index the output ``(p, q, o)`` and columns the input ``(p, q, i)``, both
     flattened in NHWC order: ``y.ravel() = M @ x.ravel()``.
 
+    Args:
+      kernel: ``[kh, kw, c_in, c_out]`` (``layout="HWIO"``) or ``[c_out, c_in, kh, kw]``
+        (``"OIHW"``), ``kh, kw <= n``.
+      n: input height and width.
+      padding: ``"zero"`` or ``"circular"``.
+
     Returns:
       ``[n * n * c_out, n * n * c_in]``.
     """
-    c_in = kernel.shape[1]
-    basis = jnp.eye(n * n * c_in, dtype=kernel.dtype).reshape(-1, n, n, c_in)
-    columns = conv2d(basis, kernel, padding)
-    return columns.reshape(n * n * c_in, -1).T
+    n = check_size(n)
+    kernel = check_kernel(kernel, layout, n=n, square=False)
+    return _conv_matrix(kernel, n, check_padding(padding))
 
 
-@functools.partial(jax.jit, static_argnames=("n",))
-def zero_padding_exact(kernel: jax.Array, n: int) -> jax.Array:
+def zero_padding_exact(kernel, n: int, *, layout: str = DEFAULT_LAYOUT) -> jax.Array:
     """Spectral norm of the zero-padding convolution at input size ``n``, from the
-    explicit matrix (``O((n^2 c)^3)``: small ``n`` and channels only)."""
-    return dense_exact(conv_matrix(kernel, n, "zero"))
+    explicit matrix (``O((n^2 c)^3)``: small ``n`` and channels only).
+
+    The matrix and its SVD are compiled as two programs: in one, XLA's CPU backend
+    crashes (segmentation fault) on some float64 cases, e.g. a ``1x1x5x5`` kernel at
+    ``n = 16``. Call it outside ``jax.jit`` (inside, the two parts compile together).
+
+    Args:
+      kernel: ``[k, k, c_in, c_out]`` (``layout="HWIO"``) or ``[c_out, c_in, k, k]``
+        (``"OIHW"``), ``k <= n``.
+      n: input height and width.
+
+    Returns:
+      scalar; NaN if the kernel holds NaN or inf under ``jax.jit``.
+    """
+    n = check_size(n)
+    kernel = check_kernel(kernel, layout, n=n, square=False)
+    return _dense_exact(_conv_matrix(kernel, n, "zero"))
 
 
 def power_iteration(
@@ -99,7 +146,8 @@ def power_iteration(
         raise ValueError(f"iters must be >= 1, got {iters}")
 
     def unit(x):
-        return x / jnp.linalg.norm(x.ravel())
+        # A zero vector (the map sends v to 0) stays zero, so a zero map estimates 0.
+        return x / _nonzero(jnp.linalg.norm(x.ravel()))
 
     def step(v, _):
         y, pullback = jax.vjp(apply, v)
@@ -112,16 +160,41 @@ def power_iteration(
 
 
 @functools.partial(jax.jit, static_argnames=("iters",))
-def dense_power_iteration(w: jax.Array, iters: int, key: jax.Array) -> jax.Array:
-    """Power-iteration estimate of ``sigma_1(w)`` for ``w: [m, n]`` (Gaussian start)."""
+def _dense_power_iteration(key: jax.Array, w: jax.Array, iters: int) -> jax.Array:
     x0 = jax.random.normal(key, (w.shape[1],), w.dtype)
-    return power_iteration(lambda x: w @ x, x0, iters)[0]
+    return poison(power_iteration(lambda x: w @ x, x0, iters)[0], w)
+
+
+def dense_power_iteration(key: jax.Array | int, w, iters: int) -> jax.Array:
+    """Power-iteration estimate of ``sigma_1(w)`` for ``w: [m, n]`` from a Gaussian start
+    drawn with ``key`` (``jax.random.key``, a legacy ``PRNGKey`` or an int seed)."""
+    w = check_matrix(w, "w")
+    if w.ndim != 2:
+        raise ValueError(f"w must be a matrix [m, n], got shape {w.shape}")
+    return _dense_power_iteration(as_key(key), w, check_iters(iters))
 
 
 @functools.partial(jax.jit, static_argnames=("n", "padding", "iters"))
-def conv_power_iteration(
-    kernel: jax.Array, n: int, padding: str, iters: int, key: jax.Array
+def _conv_power_iteration(
+    key: jax.Array, kernel: jax.Array, n: int, padding: str, iters: int
 ) -> jax.Array:
-    """Power-iteration estimate of the convolution's norm at input size ``n``."""
     x0 = jax.random.normal(key, (1, n, n, kernel.shape[1]), kernel.dtype)
-    return power_iteration(lambda x: conv2d(x, kernel, padding), x0, iters)[0]
+    return poison(power_iteration(lambda x: _conv2d(x, kernel, padding), x0, iters)[0], kernel)
+
+
+def conv_power_iteration(
+    key: jax.Array | int,
+    kernel,
+    n: int,
+    padding: str,
+    iters: int,
+    *,
+    layout: str = DEFAULT_LAYOUT,
+) -> jax.Array:
+    """Power-iteration estimate of the convolution's norm at input size ``n``, from a
+    Gaussian start drawn with ``key`` (``jax.random.key``, a legacy ``PRNGKey`` or an int
+    seed); ``kernel`` in ``layout`` (HWIO by default)."""
+    n = check_size(n)
+    kernel = check_kernel(kernel, layout, n=n, square=False)
+    iters = check_iters(iters)
+    return _conv_power_iteration(as_key(key), kernel, n, check_padding(padding), iters)

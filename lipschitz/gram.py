@@ -30,6 +30,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from lipschitz.checks import check_iters, check_matrix, poison
+
 HIGHEST = jax.lax.Precision.HIGHEST
 
 DEFAULT_ITERS = {"float32": 6, "float64": 10}
@@ -44,33 +46,37 @@ def default_iters(dtype) -> int:
     return DEFAULT_ITERS["float64" if jnp.finfo(dtype).bits == 64 else "float32"]
 
 
+def _nonzero(x: jax.Array) -> jax.Array:
+    """``x`` with exact zeros replaced by 1, the safe divisor or log argument of the guards
+    below. Only exact zeros: NaN and inf go through (a ``x > 0`` test would turn NaN into
+    1, and a NaN weight into a bound of 0)."""
+    return jnp.where(x == 0, jnp.ones_like(x), x)
+
+
 def _frobenius(g: jax.Array) -> jax.Array:
     """``||g||_F`` over the last two axes: ``[..., a, b] -> [...]`` (real), for well-scaled
-    ``g`` (a normalised Gram iterate); 0 with a zero, not NaN, gradient for a zero matrix."""
+    ``g`` (a normalised Gram iterate); 0 with a zero, not NaN, gradient for a zero matrix;
+    NaN for a NaN matrix."""
     s = jnp.sum(jnp.real(g * jnp.conj(g)), axis=(-2, -1))
-    positive = s > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, s, 1.0)), 0.0)
+    return jnp.where(s == 0, 0.0, jnp.sqrt(_nonzero(s)))
 
 
 def _robust_frobenius(g: jax.Array) -> jax.Array:
     """``_frobenius`` of any ``g``, as ``a ||g / a||_F`` with ``a = max |g|`` so that
     squaring neither overflows nor underflows."""
-    a = jax.lax.stop_gradient(jnp.max(jnp.abs(g), axis=(-2, -1)))
-    a = jnp.where(a > 0, a, 1.0)
+    a = _nonzero(jax.lax.stop_gradient(jnp.max(jnp.abs(g), axis=(-2, -1))))
     return a * _frobenius(g / a[..., None, None].astype(g.dtype))
 
 
 def _safe_log(x: jax.Array) -> jax.Array:
-    """``log x`` with ``log 0 = -inf`` and a zero (not NaN) gradient at 0."""
-    positive = x > 0
-    return jnp.where(positive, jnp.log(jnp.where(positive, x, 1.0)), -jnp.inf)
+    """``log x`` with ``log 0 = -inf`` and a zero (not NaN) gradient at 0; NaN stays NaN."""
+    return jnp.where(x == 0, -jnp.inf, jnp.log(_nonzero(x)))
 
 
 def _normalise(g: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(g / c, log c)`` with ``c = ||g||_F`` per matrix (1 for a zero matrix); no gradient
     flows through ``c`` (the bound does not depend on it)."""
-    c = jax.lax.stop_gradient(_robust_frobenius(g))
-    c = jnp.where(c > 0, c, 1.0)
+    c = _nonzero(jax.lax.stop_gradient(_robust_frobenius(g)))
     return g / c[..., None, None].astype(g.dtype), jnp.log(c)
 
 
@@ -115,8 +121,7 @@ def square_steps(g: jax.Array, r: jax.Array, steps: int) -> tuple[jax.Array, jax
     """
     for _ in range(steps):
         c = jnp.sum(jnp.real(jnp.diagonal(g, axis1=-2, axis2=-1)), axis=-1)
-        c = jax.lax.stop_gradient(c)
-        c = jnp.where(c > 0, c, 1.0)
+        c = _nonzero(jax.lax.stop_gradient(c))
         g = g / c[..., None, None].astype(g.dtype)
         g = jnp.matmul(g, g, precision=HIGHEST)
         r = 2.0 * (r + jnp.log(c))
@@ -140,7 +145,11 @@ def gram_log_bound(w: jax.Array, iters: int) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("iters",))
-def gram_iteration(w: jax.Array, iters: int | None = None) -> jax.Array:
+def _gram_iteration(w: jax.Array, iters: int) -> jax.Array:
+    return poison(jnp.exp(gram_log_bound(w, iters)), w)
+
+
+def gram_iteration(w, iters: int | None = None) -> jax.Array:
     """Gram-iteration upper bound on the spectral norm of each matrix of ``w``.
 
     Args:
@@ -148,14 +157,25 @@ def gram_iteration(w: jax.Array, iters: int | None = None) -> jax.Array:
       iters: Gram steps ``T >= 1``; default ``default_iters(w.dtype)``.
 
     Returns:
-      ``[...]``: ``||w_b||_{S_{2^(T+1)}}``, with ``sigma_1 <= bound <= rank^(2^-(T+1)) sigma_1``.
+      ``[...]``: ``||w_b||_{S_{2^(T+1)}}``, with ``sigma_1 <= bound <= rank^(2^-(T+1)) sigma_1``;
+      NaN (every entry) if ``w`` holds NaN or inf under ``jax.jit``.
+
+    Raises:
+      ValueError: ``iters < 1``, a non-matrix ``w``, or a concrete ``w`` with NaN or inf.
     """
-    iters = default_iters(w.dtype) if iters is None else iters
-    return jnp.exp(gram_log_bound(w, iters))
+    w = check_matrix(w, "w")
+    iters = default_iters(w.dtype) if iters is None else check_iters(iters)
+    return _gram_iteration(w, iters)
 
 
 @functools.partial(jax.jit, static_argnames=("iters",))
-def gram_row_bounds(w: jax.Array, iters: int) -> jax.Array:
+def _gram_row_bounds(w: jax.Array, iters: int) -> jax.Array:
+    m, r = gram_power(w, iters, side="rows")
+    row_sums = jnp.sum(jnp.abs(m), axis=-1)
+    return poison(jnp.exp((_safe_log(row_sums) + r[..., None]) * 2.0**-iters), w)
+
+
+def gram_row_bounds(w, iters: int) -> jax.Array:
     """Per-row Gram bounds ``t`` of a real matrix: ``||diag(1 / t) w||_2 <= 1``.
 
     ``M <- (M / ||M||_F)(M / ||M||_F)^T`` is iterated ``T`` times from ``M = w`` (always the
@@ -174,8 +194,10 @@ def gram_row_bounds(w: jax.Array, iters: int) -> jax.Array:
       iters: ``T >= 1``.
 
     Returns:
-      ``[..., m]`` positive (zero for an all-zero row).
+      ``[..., m]`` positive (zero for an all-zero row); NaN everywhere if ``w`` holds NaN
+      or inf under ``jax.jit``.
+
+    Raises:
+      ValueError: ``iters < 1``, a non-matrix ``w``, or a concrete ``w`` with NaN or inf.
     """
-    m, r = gram_power(w, iters, side="rows")
-    row_sums = jnp.sum(jnp.abs(m), axis=-1)
-    return jnp.exp((_safe_log(row_sums) + r[..., None]) * 2.0**-iters)
+    return _gram_row_bounds(check_matrix(w, "w"), check_iters(iters))

@@ -5,8 +5,10 @@ too (a composition), and a logit margin ``m`` certifies the prediction within L2
 ``m / sqrt(2)`` (``certify.py``).
 
 - ``SRDense`` / ``SRConv``: a free weight, spectral-rescaled (``rescaling.py``) at every
-  call; ``iters = T`` (``T = 1`` is AOL). Weights are stored in the math layout of the
-  bounds: dense ``weight: [out, in]`` (``y = W x``), conv ``weight: [c_out, c_in, k, k]``.
+  call; ``iters = T`` (``T = 1`` is AOL). The dense ``weight: [out, in]`` is stored in the
+  math layout (``y = W x``), the conv ``kernel: [k, k, c_in, c_out]`` in Flax's HWIO
+  layout (as ``nn.Conv``). A weight with NaN or inf raises a ``ValueError`` when the
+  layer is applied outside ``jax.jit`` and makes the output NaN inside it.
 - ``max_min`` / ``MaxMin``: GroupSort with groups of 2 on channel halves, a
   1-Lipschitz, gradient-norm-preserving activation (Anil et al. 2019).
 - ``space_to_depth``: 2x2 pixel unshuffle, an isometry (a permutation), the
@@ -21,8 +23,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lipschitz.convolution import PADDINGS, conv2d
-from lipschitz.rescaling import spectral_rescale_conv, spectral_rescale_dense
+from lipschitz.checks import check_finite, check_iters, to_oihw
+from lipschitz.convolution import _conv2d, check_padding
+from lipschitz.rescaling import _spectral_rescale_conv, _spectral_rescale_dense
 
 
 def max_min(x: jax.Array, axis: int = -1) -> jax.Array:
@@ -54,9 +57,9 @@ def space_to_depth(x: jax.Array, block: int = 2) -> jax.Array:
     return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h // block, w // block, block * block * c)
 
 
-def _check_iters(iters: int) -> None:
-    if not isinstance(iters, int) or iters < 1:
-        raise ValueError(f"iters must be an int >= 1, got {iters!r}")
+def _check_size(value: int, name: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 
 class SRDense(nn.Module):
@@ -66,6 +69,8 @@ class SRDense(nn.Module):
       features: output size.
       iters: Gram steps ``T`` of the rescaling (``T = 1`` is AOL).
       use_bias: add a bias.
+
+    Parameters: ``weight: [features, in]`` (``y = W x``), ``bias: [features]``.
     """
 
     features: int
@@ -73,23 +78,21 @@ class SRDense(nn.Module):
     use_bias: bool = True
     weight_init: nn.initializers.Initializer = nn.initializers.orthogonal()
 
+    def __post_init__(self) -> None:
+        check_iters(self.iters)
+        _check_size(self.features, "features")
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """``x: [..., in]`` -> ``[..., features]``."""
-        _check_iters(self.iters)
         w = self.param("weight", self.weight_init, (self.features, x.shape[-1]), jnp.float32)
-        w = spectral_rescale_dense(w.astype(x.dtype), self.iters)
+        check_finite(f"{self.name or type(self).__name__} weight", w)
+        w = _spectral_rescale_dense(w.astype(x.dtype), self.iters)
         y = jnp.matmul(x, w.T, precision=jax.lax.Precision.HIGHEST)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
         return y
-
-
-def _conv_init(key, shape, dtype=jnp.float32):
-    """Orthogonal rows of the flattened ``[c_out, c_in k k]`` kernel."""
-    c_out, c_in, k_h, k_w = shape
-    flat = nn.initializers.orthogonal()(key, (c_out, c_in * k_h * k_w), dtype)
-    return flat.reshape(shape)
 
 
 class SRConv(nn.Module):
@@ -102,6 +105,8 @@ class SRConv(nn.Module):
         ``(2^T (k - 1) + 1)^2`` frequencies.
       padding: ``"zero"`` or ``"circular"`` (the rescaling is valid for both).
       use_bias: add a bias per output channel.
+
+    Parameters: ``kernel: [k, k, c_in, features]`` (HWIO, as ``nn.Conv``), ``bias``.
     """
 
     features: int
@@ -109,17 +114,25 @@ class SRConv(nn.Module):
     iters: int = 2
     padding: str = "zero"
     use_bias: bool = True
-    weight_init: nn.initializers.Initializer = _conv_init
+    kernel_init: nn.initializers.Initializer = nn.initializers.orthogonal()
+
+    def __post_init__(self) -> None:
+        check_iters(self.iters)
+        _check_size(self.features, "features")
+        _check_size(self.kernel_size, "kernel_size")
+        check_padding(self.padding)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """``x: [b, h, w, c_in]`` -> ``[b, h, w, features]``."""
-        _check_iters(self.iters)
-        if self.padding not in PADDINGS:
-            raise ValueError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
         k = self.kernel_size
-        w = self.param("weight", self.weight_init, (self.features, x.shape[-1], k, k), jnp.float32)
-        y = conv2d(x, spectral_rescale_conv(w.astype(x.dtype), self.iters), self.padding)
+        # Orthonormal columns of the flattened [k k c_in, c_out] kernel (nn.Conv's shape).
+        shape = (k, k, x.shape[-1], self.features)
+        kernel = self.param("kernel", self.kernel_init, shape, jnp.float32)
+        check_finite(f"{self.name or type(self).__name__} kernel", kernel)
+        oihw = _spectral_rescale_conv(to_oihw(kernel.astype(x.dtype), "HWIO"), self.iters)
+        y = _conv2d(x, oihw, self.padding)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
         return y
@@ -147,6 +160,19 @@ class LipschitzConvNet(nn.Module):
     hidden: int = 64
     iters: int = 2
     kernel_size: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("num_classes", "blocks", "kernel_size"):
+            _check_size(getattr(self, name), name)
+        check_iters(self.iters)
+        widths = tuple(self.widths)
+        if not widths or any(
+            not isinstance(w, int) or isinstance(w, bool) or w < 2 or w % 2 for w in widths
+        ):
+            raise ValueError(f"widths must be even ints >= 2 (MaxMin pairs), got {self.widths!r}")
+        if not isinstance(self.hidden, int) or self.hidden < 2 or self.hidden % 2:
+            raise ValueError(f"hidden must be an even int >= 2, got {self.hidden!r}")
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:

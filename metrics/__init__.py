@@ -12,7 +12,7 @@ from metrics.diversity import distinct_n, self_bleu
 from metrics.embeddings import EMBEDDINGS, embedder, hashed_ngram_embedder, minilm_available
 from metrics.knn import DEFAULT_BLOCK_SIZE, row_ids
 from metrics.preprocess import l2_normalise, pca_project, preprocess, truncate_to_equal_size
-from metrics.support import PRDC, precision_recall, support_metrics
+from metrics.support import PRDC, precision_recall, precision_recall_reference, support_metrics
 from metrics.text import embed_texts, text_precision_recall
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "minilm_available",
     "pca_project",
     "precision_recall",
+    "precision_recall_reference",
     "preprocess",
     "row_ids",
     "self_bleu",

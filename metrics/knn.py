@@ -99,10 +99,16 @@ def remove_common_offset(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Arr
     Distances do not change, but ``|a|^2 + |b|^2 - 2 a.b`` loses about
     ``eps * |a|^2 / |a - b|^2`` to cancellation, which a large common offset would make
     large; shifting only then keeps already centred data (and its exact arithmetic) as is.
+    When every coordinate is an integer the shift is the rounded mean: the shifted points
+    stay integers, so (below ``2^24`` in float32) every squared distance is exact and
+    equal distances stay equal, as ``prdc`` (float64) has them; a fractional shift would
+    turn those ties into rounding noise and flip ``<`` decisions.
     """
     mean = (jnp.sum(x, axis=0) + jnp.sum(y, axis=0)) / (len(x) + len(y))
     spread = (jnp.sum((x - mean) ** 2) + jnp.sum((y - mean) ** 2)) / (len(x) + len(y))
-    shift = jnp.where(jnp.sum(mean**2) > spread, mean, 0).astype(x.dtype)
+    integral = jnp.all(x == jnp.round(x)) & jnp.all(y == jnp.round(y))
+    offset = jnp.where(integral, jnp.round(mean), mean)
+    shift = jnp.where(jnp.sum(mean**2) > spread, offset, 0).astype(x.dtype)
     return x - shift, y - shift
 
 

@@ -15,6 +15,8 @@ points); ``r(x)`` is the distance from ``x`` to its k-th nearest neighbour in it
 ``support_metrics`` is the pure, jittable core; ``precision_recall`` validates its inputs,
 finds duplicated points and returns Python floats. The defaults reproduce
 ``prdc.compute_prdc`` (strict ``<``, the point itself counted among its neighbours).
+``precision_recall_reference`` computes the same from full float64 distance matrices:
+the slow reference to check the fast path (and one's own runs) against.
 """
 
 from __future__ import annotations
@@ -62,27 +64,18 @@ class PRDC(NamedTuple):
 
 
 @functools.partial(jax.jit, static_argnames=("k", "strict", "block_size", "accumulate"))
-def support_metrics(
+def _support_metrics(
     reference: jax.Array,
     generated: jax.Array,
-    reference_ids: jax.Array | None = None,
-    generated_ids: jax.Array | None = None,
+    reference_ids: jax.Array | None,
+    generated_ids: jax.Array | None,
     *,
-    k: int = 5,
-    strict: bool = True,
-    block_size: int = DEFAULT_BLOCK_SIZE,
-    accumulate: str | None = None,
+    k: int,
+    strict: bool,
+    block_size: int,
+    accumulate: str | None,
 ) -> PRDC:
-    """The metrics of the module docstring, blockwise (memory ``O((N + M) * d + block**2)``).
-
-    reference: ``[N, d]``, generated: ``[M, d]`` float (float32, or float64 under jax x64),
-    both with at least ``k + 1`` finite rows. reference_ids ``[N]`` / generated_ids ``[M]``:
-    optional ids equal exactly for identical vectors (``knn.row_ids``), making their
-    distance exactly 0; without them duplicates are at whatever small distance rounding
-    gives. ``accumulate="float64"`` (needs jax x64) computes squared distances in float64
-    before rounding them to the inputs' float32, as scikit-learn, and so ``prdc``, does.
-    Returns a ``PRDC`` of arrays.
-    """
+    """``support_metrics`` of checked arguments."""
     dtype = jnp.promote_types(jnp.result_type(reference, generated), jnp.float32)
     reference, generated = reference.astype(dtype), generated.astype(dtype)
     if accumulate is None:  # with float64 accumulation, the raw coordinates as scikit-learn
@@ -117,7 +110,7 @@ def support_metrics(
     (counts, realism), (in_y_balls, nearest) = scan_block_pairs(ys, xs, y_init, x_init, step)
     counts, realism = ys.unpad(counts), ys.unpad(realism)
     in_y_balls, nearest = xs.unpad(in_y_balls), xs.unpad(nearest)
-    return PRDC(
+    result = PRDC(
         precision=jnp.mean(counts > 0, dtype=dtype),
         recall=jnp.mean(in_y_balls, dtype=dtype),
         density=jnp.mean(counts.astype(dtype)) / k,
@@ -126,6 +119,55 @@ def support_metrics(
         reference_radii=x_radii,
         generated_radii=y_radii,
     )
+    # A NaN distance fails every "<" and would silently count as "outside every ball":
+    # non-finite input makes every output NaN instead.
+    finite = jnp.all(jnp.isfinite(reference)) & jnp.all(jnp.isfinite(generated))
+    return PRDC(*(jnp.where(finite, v, jnp.asarray(jnp.nan, v.dtype)) for v in result))
+
+
+def support_metrics(
+    reference: jax.Array,
+    generated: jax.Array,
+    reference_ids: jax.Array | None = None,
+    generated_ids: jax.Array | None = None,
+    *,
+    k: int = 5,
+    strict: bool = True,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    accumulate: str | None = None,
+) -> PRDC:
+    """The metrics of the module docstring, blockwise (memory ``O((N + M) * d + block**2)``);
+    a pure function, usable inside ``jax.jit`` (``k``, ``strict``, ``block_size`` and
+    ``accumulate`` static).
+
+    reference: ``[N, d]``, generated: ``[M, d]`` float (float32, or float64 under jax x64),
+    both with at least ``k + 1`` rows. reference_ids ``[N]`` / generated_ids ``[M]``:
+    optional ids equal exactly for identical vectors (``knn.row_ids``), making their
+    distance exactly 0; without them duplicates are at whatever small distance rounding
+    gives. ``accumulate="float64"`` (needs jax x64) computes squared distances in float64
+    before rounding them to the inputs' float32, as scikit-learn, and so ``prdc``, does.
+    Returns a ``PRDC`` of arrays.
+
+    Raises:
+      ValueError: shapes that do not fit (checked also under ``jax.jit``), or NaN / inf
+        in concrete inputs. Under ``jax.jit`` non-finite inputs give NaN everywhere.
+    """
+    _check_sets(k, block_size, jnp.shape(reference), jnp.shape(generated))
+    for name, points in (("reference", reference), ("generated", generated)):
+        if not isinstance(points, jax.core.Tracer):
+            _check_finite_rows(name, np.asarray(points))
+    settings = {"k": int(k), "strict": bool(strict), "block_size": int(block_size)}
+    return _support_metrics(
+        reference, generated, reference_ids, generated_ids, **settings, accumulate=accumulate
+    )
+
+
+def _check_finite_rows(name: str, points: np.ndarray) -> None:
+    bad = np.flatnonzero(~np.isfinite(points).all(axis=1))
+    if bad.size:
+        raise ValueError(
+            f"{name} must be finite, got NaN or inf in {bad.size} rows (first: {bad[:5].tolist()})"
+        )
 
 
 def _as_points(name: str, value) -> np.ndarray:
@@ -134,12 +176,38 @@ def _as_points(name: str, value) -> np.ndarray:
         raise ValueError(f"{name} must be a 2-D array [points, features], got shape {points.shape}")
     if not (np.issubdtype(points.dtype, np.floating) or np.issubdtype(points.dtype, np.integer)):
         raise ValueError(f"{name} must hold real numbers, got dtype {points.dtype}")
-    bad = np.flatnonzero(~np.isfinite(points).all(axis=1))
-    if bad.size:
-        raise ValueError(
-            f"{name} must be finite, got NaN or inf in {bad.size} rows (first: {bad[:5].tolist()})"
-        )
+    _check_finite_rows(name, points)
     return points
+
+
+def _check_sets(k, block_size, reference_shape, generated_shape) -> None:
+    """``k``, ``block_size`` and the shapes ``[N, d]``, ``[M, d]`` (``N, M >= k + 1``)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    if (
+        isinstance(block_size, bool)
+        or not isinstance(block_size, (int, np.integer))
+        or (block_size < 1)
+    ):
+        raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}")
+    for name, shape in (("reference", reference_shape), ("generated", generated_shape)):
+        if len(shape) != 2:
+            raise ValueError(f"{name} must be a 2-D array [points, features], got shape {shape}")
+    if reference_shape[1] != generated_shape[1]:
+        raise ValueError(
+            f"generated must have the reference's feature dimension {reference_shape[1]}, got "
+            f"{generated_shape[1]}"
+        )
+    for name, shape in (("reference", reference_shape), ("generated", generated_shape)):
+        if shape[0] < k + 1:
+            raise ValueError(f"{name} needs at least k + 1 = {k + 1} points, got {shape[0]}")
+
+
+def _checked_sets(reference, generated, k, block_size) -> tuple[np.ndarray, np.ndarray]:
+    x = _as_points("reference", reference)
+    y = _as_points("generated", generated)
+    _check_sets(k, block_size, x.shape, y.shape)
+    return x, y
 
 
 def precision_recall(
@@ -165,23 +233,7 @@ def precision_recall(
     dot products, about 2x slower) to take exactly its decisions on float32 inputs.
     Returns a ``PRDC`` of floats and numpy arrays.
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
-    if (
-        isinstance(block_size, bool)
-        or not isinstance(block_size, (int, np.integer))
-        or (block_size < 1)
-    ):
-        raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}")
-    x = _as_points("reference", reference)
-    y = _as_points("generated", generated)
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(
-            f"generated must have the reference's feature dimension {x.shape[1]}, got {y.shape[1]}"
-        )
-    for name, points in (("reference", x), ("generated", y)):
-        if len(points) < k + 1:
-            raise ValueError(f"{name} needs at least k + 1 = {k + 1} points, got {len(points)}")
+    x, y = _checked_sets(reference, generated, k, block_size)
     # float64 only where jax has it (x64 on); integers become floats.
     dtype = jax.dtypes.canonicalize_dtype(np.promote_types(np.result_type(x, y), np.float32))
     x, y = jnp.asarray(x, dtype), jnp.asarray(y, dtype)
@@ -189,9 +241,9 @@ def precision_recall(
     settings = {"k": int(k), "strict": bool(strict), "block_size": int(block_size)}
     if prdc_rounding and dtype == np.float32:
         with jax.enable_x64(True):
-            result = support_metrics(x, y, x_ids, y_ids, **settings, accumulate="float64")
+            result = _support_metrics(x, y, x_ids, y_ids, **settings, accumulate="float64")
     else:
-        result = support_metrics(x, y, x_ids, y_ids, **settings)
+        result = _support_metrics(x, y, x_ids, y_ids, **settings, accumulate=None)
     result = PRDC(*(float(v) for v in result[:4]), *(np.asarray(v) for v in result[4:]))
     zero = {
         name: int(np.sum(radii == 0))
@@ -212,3 +264,39 @@ def precision_recall(
             stacklevel=2,
         )
     return result
+
+
+def precision_recall_reference(reference, generated, k: int = 5, strict: bool = True) -> PRDC:
+    """The metrics straight from their definitions (module docstring), with full distance
+    matrices in float64 numpy: the slow, obviously correct reference that
+    ``precision_recall`` (blockwise, jitted, float32) is tested against. Memory
+    ``O((N + M)^2)``: small sets only.
+
+    reference: ``[N, d]``, generated: ``[M, d]``, each with at least ``k + 1`` finite rows.
+    Returns a ``PRDC`` of floats and float64 arrays.
+    """
+    x, y = _checked_sets(reference, generated, k, 1)
+    x, y = x.astype(np.float64), y.astype(np.float64)
+
+    def distances(a, b):  # [len(a), len(b)]
+        return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(axis=-1))
+
+    d_xy = distances(x, y)
+    # NND_k: the (k+1)-th smallest distance to the own set, the point itself included.
+    r_x = np.sort(distances(x, x), axis=1)[:, k]
+    r_y = np.sort(distances(y, y), axis=1)[:, k]
+    inside = np.less if strict else np.less_equal
+    in_x_balls = inside(d_xy, r_x[:, None])  # [N, M]: y_j in B(x_i, r(x_i))
+    in_y_balls = inside(d_xy, r_y[None, :])  # [N, M]: x_i in B(y_j, r(y_j))
+    kept = np.where(r_x <= np.median(r_x), r_x, -np.inf)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(d_xy > 0, kept / d_xy, np.where(kept > 0, np.inf, -np.inf))
+    return PRDC(
+        precision=float(in_x_balls.any(axis=0).mean()),
+        recall=float(in_y_balls.any(axis=1).mean()),
+        density=float(in_x_balls.sum() / (k * len(y))),
+        coverage=float(inside(d_xy.min(axis=1), r_x).mean()),
+        realism=ratio.max(axis=0),
+        reference_radii=r_x,
+        generated_radii=r_y,
+    )

@@ -58,7 +58,7 @@ def text_precision_recall(
     normalise: bool = True,
     explained_variance: float | None = 0.9,
     equal_size: bool = True,
-    key: jax.Array | None = None,
+    key: jax.Array | int | None = None,
     batch_size: int = 256,
     block_size: int = DEFAULT_BLOCK_SIZE,
     progress: bool = True,
@@ -67,8 +67,9 @@ def text_precision_recall(
     ``reference_texts``.
 
     embed_fn: list of texts -> ``[n, dim]`` (default: all-MiniLM-L6-v2, see ``embeddings``).
-    equal_size truncates the larger set to the smaller's size, chosen with ``key`` (needed
-    when the sizes differ) before anything is embedded; ``normalise`` and
+    equal_size truncates the larger set to the smaller's size, chosen with ``key`` (a
+    ``jax.random`` key or an int seed, needed when the sizes differ; a keyword, since
+    equal sizes draw nothing) before anything is embedded; ``normalise`` and
     ``explained_variance`` (None: no PCA) are the pre-processing steps of
     ``preprocess.preprocess``; ``k``, ``strict`` and ``block_size`` go to
     ``precision_recall``.
@@ -81,7 +82,7 @@ def text_precision_recall(
                 f"{len(generated_texts)} generated texts needs a jax.random key, got None"
             )
         keep_ref, keep_gen = truncate_to_equal_size(
-            jnp.arange(len(reference_texts)), jnp.arange(len(generated_texts)), key
+            key, jnp.arange(len(reference_texts)), jnp.arange(len(generated_texts))
         )
         reference_texts = [reference_texts[i] for i in np.asarray(keep_ref)]
         generated_texts = [generated_texts[i] for i in np.asarray(keep_gen)]

@@ -5,6 +5,11 @@ Entry points: ``predict`` and ``certify`` (``smoothed``); the pure pieces live i
 ``intervals`` (Clopper–Pearson, empirical Bernstein), ``radii``, ``buckets``, ``simplex``
 (softmax / sparsemax at a temperature), ``sampling`` (the jitted batched noise sampler)
 and ``certificates``; the command ``python -m smoothing certify`` in ``certify_job``.
+
+Functions that draw noise take the key first (``jax.random.key``, a legacy ``PRNGKey``
+or an int seed). Arguments are validated once, at the public functions; a NaN bound
+(e.g. where scipy's beta quantile fails) abstains, and ``alpha`` below ``MIN_ALPHA``,
+which scipy cannot resolve, is refused.
 """
 
 from smoothing.buckets import class_buckets
@@ -20,6 +25,7 @@ from smoothing.certificates import (
     soft_bounds,
     soft_certificate,
 )
+from smoothing.checks import MIN_ALPHA
 from smoothing.intervals import (
     bernstein_halfwidth,
     clopper_pearson,
@@ -47,6 +53,7 @@ __all__ = [
     "DEFAULT_N",
     "DEFAULT_N0",
     "METHODS",
+    "MIN_ALPHA",
     "Certificate",
     "NoiseStatistics",
     "SimplexMap",

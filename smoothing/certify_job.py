@@ -183,10 +183,10 @@ def certify_test_set(
     for idx in bar:
         start = time.perf_counter()
         selection, estimation = sample_certification(
+            jax.random.fold_in(root, idx),
             logits_fn,
             params,
             images[idx],
-            jax.random.fold_in(root, idx),
             sigma=config.sigma,
             n0=config.n0,
             n=config.n,

@@ -28,41 +28,60 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
+
+from smoothing import checks
 
 
-def check_sigma(sigma: float) -> float:
-    """``sigma`` as a positive finite float, else a ``ValueError``."""
-    if not (isinstance(sigma, int | float | np.floating) and 0 < sigma < math.inf):
-        raise ValueError(f"sigma must be a positive finite number (input scale), got {sigma!r}")
-    return float(sigma)
+def _gaussian_radius(p_a_lower, p_b_upper, sigma: float) -> np.ndarray:
+    """``gaussian_radius`` of checked arguments."""
+    p_a, p_b = np.asarray(p_a_lower, np.float64), np.asarray(p_b_upper, np.float64)
+    with np.errstate(invalid="ignore"):
+        # special.ndtri is stats.norm.ppf without the distribution object's overhead.
+        radius = 0.5 * sigma * (special.ndtri(p_a) - special.ndtri(p_b))
+    # NaN (a NaN bound, or both bounds 0 or both 1) is no certificate: -inf, never > 0.
+    return np.where(np.isnan(radius), -np.inf, radius)
 
 
 def gaussian_radius(p_a_lower, p_b_upper, sigma: float) -> np.ndarray:
     """``sigma / 2 (Phi^-1(p_a_lower) - Phi^-1(p_b_upper))``; arrays broadcast. Not positive
-    means no certificate (``-inf`` when a bound is 0 or 1)."""
-    sigma = check_sigma(sigma)
-    p_a, p_b = np.asarray(p_a_lower, np.float64), np.asarray(p_b_upper, np.float64)
-    with np.errstate(invalid="ignore"):
-        radius = 0.5 * sigma * (stats.norm.ppf(p_a) - stats.norm.ppf(p_b))
-    return np.where(np.isnan(radius), -np.inf, radius)
+    means no certificate (``-inf`` when a bound is 0, 1 or NaN)."""
+    sigma = checks.check_sigma(sigma)
+    for name, p in (("p_a_lower", p_a_lower), ("p_b_upper", p_b_upper)):
+        p = np.asarray(p, np.float64)
+        if np.any((p < 0) | (p > 1)):
+            raise ValueError(f"{name} must be probabilities in [0, 1] (or NaN), got {p}")
+    return _gaussian_radius(p_a_lower, p_b_upper, sigma)
 
 
-def smoothed_lipschitz(lipschitz: float, value_range: float, sigma: float) -> float:
-    """``L~ = L erf(r / (sqrt(2) L sigma))``, the Lipschitz constant of the smoothed score
-    (module docstring); ``L = inf`` (hard votes) gives the limit ``r sqrt(2 / pi) / sigma``."""
-    sigma = check_sigma(sigma)
-    if not lipschitz > 0:
-        raise ValueError(f"lipschitz must be > 0 (or inf), got {lipschitz!r}")
-    if not (value_range > 0 and math.isfinite(value_range)):
-        raise ValueError(f"value_range must be a positive finite number, got {value_range!r}")
+def _smoothed_lipschitz(lipschitz: float, value_range: float, sigma: float) -> float:
+    """``smoothed_lipschitz`` of checked arguments."""
     if math.isinf(lipschitz):
         return value_range * math.sqrt(2.0 / math.pi) / sigma
     return lipschitz * float(special.erf(value_range / (math.sqrt(2.0) * lipschitz * sigma)))
 
 
-def margin_radius(margin, smoothed: float) -> np.ndarray:
-    """``margin / (sqrt(2) L~)`` for a lower bound ``margin`` on ``g_A - g_c``, every ``c``."""
-    if not (smoothed > 0 and math.isfinite(smoothed)):
-        raise ValueError(f"smoothed Lipschitz constant must be positive and finite, got {smoothed}")
+def smoothed_lipschitz(lipschitz: float, value_range: float, sigma: float) -> float:
+    """``L~ = L erf(r / (sqrt(2) L sigma))``, the Lipschitz constant of the smoothed score
+    (module docstring); ``L = inf`` (hard votes) gives the limit ``r sqrt(2 / pi) / sigma``."""
+    sigma = checks.check_sigma(sigma)
+    if not lipschitz > 0:
+        raise ValueError(f"lipschitz must be > 0 (or inf), got {lipschitz!r}")
+    if not (value_range > 0 and math.isfinite(value_range)):
+        raise ValueError(f"value_range must be a positive finite number, got {value_range!r}")
+    return _smoothed_lipschitz(float(lipschitz), float(value_range), sigma)
+
+
+def _margin_radius(margin, smoothed: float) -> np.ndarray:
+    """``margin_radius`` of checked arguments."""
     return np.asarray(margin, np.float64) / (math.sqrt(2.0) * smoothed)
+
+
+def margin_radius(margin, smoothed: float) -> np.ndarray:
+    """``margin / (sqrt(2) L~)`` for a lower bound ``margin`` on ``g_A - g_c``, every ``c``
+    (a NaN margin gives a NaN radius: no certificate)."""
+    if not (smoothed > 0 and math.isfinite(smoothed)):
+        raise ValueError(
+            f"smoothed Lipschitz constant must be positive and finite, got {smoothed!r}"
+        )
+    return _margin_radius(margin, float(smoothed))

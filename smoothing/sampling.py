@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from smoothing.radii import check_sigma
+from lipschitz.checks import as_key
+from smoothing import checks
 from smoothing.simplex import SimplexMap
 
 BaseClassifier = Callable[[Any, jax.Array], jax.Array]
@@ -52,7 +53,10 @@ class NoiseStatistics:
     @classmethod
     def from_votes(cls, votes) -> NoiseStatistics:
         """Hard-vote counts ``[k]`` only (no soft maps), e.g. counts computed elsewhere."""
-        votes = np.asarray(votes, np.int64)
+        votes = np.asarray(votes)
+        if votes.ndim != 1 or not np.issubdtype(votes.dtype, np.integer) or votes.min() < 0:
+            raise ValueError(f"votes must be integer counts >= 0 of shape [k], got {votes!r}")
+        votes = votes.astype(np.int64)
         k = votes.shape[-1]
         return cls(int(votes.sum()), votes, np.zeros((0, k)), np.zeros((0, k, k)))
 
@@ -91,12 +95,21 @@ def _batch_statistics(f, maps, params, x, key, sigma, size, batch):
     return votes, has_nan, count, mean, m2
 
 
-def _check_sampling(num: int, sigma: float, batch_size: int) -> None:
-    if not (isinstance(num, int | np.integer) and num >= 1):
-        raise ValueError(f"the number of noise samples must be an integer >= 1, got {num!r}")
-    check_sigma(sigma)
-    if not (isinstance(batch_size, int | np.integer) and batch_size >= 1):
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+def check_sampling(
+    key, f: BaseClassifier, params, x, num: int, batch_size: int, maps
+) -> tuple[jax.Array, jax.Array, tuple[SimplexMap, ...], int]:
+    """Validate the arguments of ``sample_statistics`` but ``sigma`` (``checks.check_sigma``,
+    which callers that also certify have already run): ``(key, x, maps, k)`` normalised (a
+    key from a seed, ``x`` as float32, ``maps`` as a tuple) and the number of classes
+    ``k`` of ``f``."""
+    checks.check_count(num, "the number of noise samples")
+    checks.check_count(batch_size, "batch_size")
+    maps = tuple(maps)
+    if not all(isinstance(m, SimplexMap) for m in maps):
+        raise ValueError(f"maps must be SimplexMap instances, got {maps!r}")
+    key = as_key(key)
+    x = jnp.asarray(x, jnp.float32)
+    return key, x, maps, _check_classifier_output(f, params, x)
 
 
 def _batch_keys(key: jax.Array, num: int, batch_size: int) -> tuple[int, jax.Array]:
@@ -112,40 +125,18 @@ def _nan_error(index: int, num_batches: int, batch: int, num: int, label: str) -
     )
 
 
-def sample_statistics(
+def _sample_statistics(
+    key: jax.Array,
     f: BaseClassifier,
     params: Any,
     x: jax.Array,
-    key: jax.Array,
-    *,
     num: int,
     sigma: float,
-    batch_size: int = 1000,
-    maps: Sequence[SimplexMap] = (),
+    batch_size: int,
+    maps: tuple[SimplexMap, ...],
     label: str = "",
 ) -> NoiseStatistics:
-    """Statistics of ``f(params, x + sigma z)`` over ``num`` draws of ``z ~ N(0, I)``.
-
-    Args:
-      f: the base classifier, a pure function ``logits = f(params, xs)`` from a batch
-        ``[b, *x.shape]`` to ``[b, k]``. Pass the same function object on every call:
-        it is a static argument of the compiled sampler.
-      params: its parameters (any pytree).
-      x: one input, e.g. ``[height, width, channels]``, on the model's input scale.
-      key: a ``jax.random`` key; one key per batch is split from it.
-      num: number of noisy samples.
-      sigma: noise standard deviation, on the model's input scale.
-      batch_size: most noisy copies evaluated at once (the memory budget).
-      maps: soft simplex maps whose scores are averaged (hard votes are always counted).
-      label: prefix naming the sample set in error messages (e.g. ``"selection "``).
-
-    Raises:
-      ValueError: bad arguments, fewer than 2 classes, or NaN logits (naming the batch).
-    """
-    _check_sampling(num, sigma, batch_size)
-    maps = tuple(maps)
-    x = jnp.asarray(x, jnp.float32)
-    _check_classifier_output(f, params, x)
+    """``sample_statistics`` of checked arguments (``check_sampling``)."""
     batch, keys = _batch_keys(key, num, batch_size)
     # Dispatch every batch before reading any result back: the host never waits per batch.
     per_batch = [
@@ -166,11 +157,47 @@ def sample_statistics(
     return NoiseStatistics(num, votes.sum(0).astype(np.int64), total, cov)
 
 
-def reference_statistics(
+def sample_statistics(
+    key: jax.Array | int,
     f: BaseClassifier,
     params: Any,
     x: jax.Array,
-    key: jax.Array,
+    *,
+    num: int,
+    sigma: float,
+    batch_size: int = 1000,
+    maps: Sequence[SimplexMap] = (),
+    label: str = "",
+) -> NoiseStatistics:
+    """Statistics of ``f(params, x + sigma z)`` over ``num`` draws of ``z ~ N(0, I)``.
+
+    Args:
+      key: a ``jax.random`` key (``jax.random.key``, a legacy ``PRNGKey``) or an int seed;
+        one key per batch is split from it.
+      f: the base classifier, a pure function ``logits = f(params, xs)`` from a batch
+        ``[b, *x.shape]`` to ``[b, k]``. Pass the same function object on every call:
+        it is a static argument of the compiled sampler.
+      params: its parameters (any pytree).
+      x: one input, e.g. ``[height, width, channels]``, on the model's input scale.
+      num: number of noisy samples.
+      sigma: noise standard deviation, on the model's input scale.
+      batch_size: most noisy copies evaluated at once (the memory budget).
+      maps: soft simplex maps whose scores are averaged (hard votes are always counted).
+      label: prefix naming the sample set in error messages (e.g. ``"selection "``).
+
+    Raises:
+      ValueError: bad arguments, fewer than 2 classes, or NaN logits (naming the batch).
+    """
+    sigma = checks.check_sigma(sigma)
+    key, x, maps, _ = check_sampling(key, f, params, x, num, batch_size, maps)
+    return _sample_statistics(key, f, params, x, int(num), sigma, int(batch_size), maps, label)
+
+
+def reference_statistics(
+    key: jax.Array | int,
+    f: BaseClassifier,
+    params: Any,
+    x: jax.Array,
     *,
     num: int,
     sigma: float,
@@ -180,9 +207,8 @@ def reference_statistics(
     """``sample_statistics`` by a Python loop over batches (same keys, same noise): the
     jitted ``f`` and maps on each batch, the votes counted on the host after every batch,
     all scores kept, numpy statistics at the end."""
-    _check_sampling(num, sigma, batch_size)
-    x = jnp.asarray(x, jnp.float32)
-    k = _check_classifier_output(f, params, x)
+    sigma = checks.check_sigma(sigma)
+    key, x, maps, k = check_sampling(key, f, params, x, num, batch_size, maps)
     batch, keys = _batch_keys(key, num, batch_size)
     model = jax.jit(f)
     mapped = jax.jit(lambda logits: jnp.stack([m(logits) for m in maps]))

@@ -26,14 +26,19 @@ import jax
 import numpy as np
 from scipy import stats
 
+from smoothing import checks
 from smoothing.certificates import (
     ABSTAIN,
     Certificate,
-    certificate,
+    _certificate,
     check_certificate_arguments,
 )
-from smoothing.intervals import check_alpha
-from smoothing.sampling import BaseClassifier, NoiseStatistics, sample_statistics
+from smoothing.sampling import (
+    BaseClassifier,
+    NoiseStatistics,
+    _sample_statistics,
+    check_sampling,
+)
 from smoothing.simplex import SimplexMap
 
 DEFAULT_N0 = 100
@@ -48,30 +53,32 @@ DEFAULT_MAPS = tuple(SimplexMap("softmax", t) for t in (0.5, 1.0)) + tuple(
 )
 
 
-def _check_count(value: int, name: str) -> int:
-    if not (isinstance(value, int | np.integer) and value >= 1):
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
 def predict_from_votes(votes, alpha: float) -> int:
     """Cohen's PREDICT on vote counts ``[k]``: the top class, or ``ABSTAIN`` when the
     two-sided binomial test of the top count against the runner-up's at p = 1/2 has
     p-value above ``alpha``."""
-    alpha = check_alpha(alpha)
+    alpha = checks.check_alpha(alpha)
     votes = np.asarray(votes)
+    if votes.ndim != 1 or votes.size < 2 or not np.issubdtype(votes.dtype, np.integer):
+        raise ValueError(f"votes must be integer counts [k] with k >= 2, got {votes!r}")
+    if votes.min() < 0:
+        raise ValueError(f"votes must be counts >= 0, got {votes}")
+    return _predict_from_votes(votes, alpha)
+
+
+def _predict_from_votes(votes: np.ndarray, alpha: float) -> int:
     order = np.argsort(-votes, kind="stable")
     top, second = int(votes[order[0]]), int(votes[order[1]])
-    if stats.binomtest(top, top + second, 0.5).pvalue > alpha:
+    if top + second == 0 or stats.binomtest(top, top + second, 0.5).pvalue > alpha:
         return ABSTAIN
     return int(order[0])
 
 
 def predict(
+    key: jax.Array | int,
     f: BaseClassifier,
     params: Any,
     x: jax.Array,
-    key: jax.Array,
     *,
     sigma: float,
     n: int = DEFAULT_N,
@@ -79,18 +86,36 @@ def predict(
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> int:
     """The smoothed classifier's class for one input ``x``, or ``ABSTAIN`` (-1); wrong with
-    probability at most ``alpha``. ``batch_size`` noisy copies are evaluated at once."""
-    alpha = check_alpha(alpha)
-    n = _check_count(n, "n")
-    votes = sample_statistics(f, params, x, key, num=n, sigma=sigma, batch_size=batch_size).votes
-    return predict_from_votes(votes, alpha)
+    probability at most ``alpha``. ``key`` (a ``jax.random`` key or an int seed) draws the
+    noise; ``batch_size`` noisy copies are evaluated at once."""
+    alpha, sigma = checks.check_alpha(alpha), checks.check_sigma(sigma)
+    n = checks.check_count(n, "n")
+    key, x, _, _ = check_sampling(key, f, params, x, n, batch_size, ())
+    votes = _sample_statistics(key, f, params, x, n, sigma, int(batch_size), ()).votes
+    return _predict_from_votes(votes, alpha)
+
+
+def _sample_certification(key, f, params, x, sigma, n0, n, batch_size, maps):
+    """``sample_certification`` of checked arguments."""
+    selection_key, estimation_key = jax.random.split(key)
+    common = (sigma, batch_size, maps)
+    selection = _sample_statistics(selection_key, f, params, x, n0, *common, "selection ")
+    estimation = _sample_statistics(estimation_key, f, params, x, n, *common, "estimation ")
+    return selection, estimation
+
+
+def _check_sample_certification(key, f, params, x, n0, n, batch_size, maps):
+    """Everything ``sample_certification`` checks but ``sigma``."""
+    n0, n = checks.check_count(n0, "n0"), checks.check_count(n, "n")
+    key, x, maps, _ = check_sampling(key, f, params, x, n, batch_size, maps)
+    return key, x, n0, n, int(batch_size), maps
 
 
 def sample_certification(
+    key: jax.Array | int,
     f: BaseClassifier,
     params: Any,
     x: jax.Array,
-    key: jax.Array,
     *,
     sigma: float,
     n0: int = DEFAULT_N0,
@@ -99,22 +124,19 @@ def sample_certification(
     maps: Sequence[SimplexMap] = (),
 ) -> tuple[NoiseStatistics, NoiseStatistics]:
     """Independent selection (``n0``) and estimation (``n``) statistics of one input, from
-    two keys split from ``key``; every certificate of ``certificate`` can use them."""
-    n0, n = _check_count(n0, "n0"), _check_count(n, "n")
-    selection_key, estimation_key = jax.random.split(key)
-    common = {"sigma": sigma, "batch_size": batch_size, "maps": maps}
-    selection = sample_statistics(f, params, x, selection_key, num=n0, label="selection ", **common)
-    estimation = sample_statistics(
-        f, params, x, estimation_key, num=n, label="estimation ", **common
-    )
-    return selection, estimation
+    two keys split from ``key`` (a ``jax.random`` key or an int seed); every certificate
+    of ``certificate`` can use them."""
+    sigma = checks.check_sigma(sigma)
+    checked = _check_sample_certification(key, f, params, x, n0, n, batch_size, maps)
+    key, x, n0, n, batch_size, maps = checked
+    return _sample_certification(key, f, params, x, sigma, n0, n, batch_size, maps)
 
 
 def certify(
+    key: jax.Array | int,
     f: BaseClassifier,
     params: Any,
     x: jax.Array,
-    key: jax.Array,
     *,
     sigma: float,
     n0: int = DEFAULT_N0,
@@ -129,14 +151,16 @@ def certify(
     """Certify the smoothed classifier at one input ``x``.
 
     Args:
+      key: ``jax.random`` key of the noise (``jax.random.key``, a legacy ``PRNGKey``, or
+        an int seed).
       f: base classifier, a pure function ``logits = f(params, xs)``, ``xs: [b, *x.shape]``
         -> ``[b, k]``; pass the same function object every call (it is compiled once).
       params: its parameters.
       x: one input on the model's input scale, e.g. ``[height, width, channels]``.
-      key: ``jax.random`` key of the noise.
       sigma: noise standard deviation, on the model's input scale.
       n0, n: selection and estimation samples (Cohen et al.'s defaults 100 and 100 000).
-      alpha: the certificate is wrong with probability at most ``alpha``.
+      alpha: the certificate is wrong with probability at most ``alpha``
+        (``>= checks.MIN_ALPHA``).
       batch_size: most noisy copies evaluated at once (memory budget).
       method: ``"cohen"`` (exactly Cohen et al.), ``"multi"`` (``R_multi``),
         ``"combined"`` (either, chosen on the selection samples) or ``"lipschitz"``
@@ -150,25 +174,13 @@ def certify(
       ``Certificate(prediction, radius, method)``; ``prediction`` is ``ABSTAIN`` (-1) with
       radius 0 when nothing can be certified.
     """
-    check_certificate_arguments(method, sigma, alpha, maps, lipschitz, split)
-    selection, estimation = sample_certification(
-        f,
-        params,
-        x,
-        key,
-        sigma=sigma,
-        n0=n0,
-        n=n,
-        batch_size=batch_size,
-        maps=maps if method == "lipschitz" else (),
+    sigma, alpha = check_certificate_arguments(method, sigma, alpha, maps, lipschitz, split)
+    sampled_maps = tuple(maps) if method == "lipschitz" else ()
+    checked = _check_sample_certification(key, f, params, x, n0, n, batch_size, sampled_maps)
+    key, x, n0, n, batch_size, sampled_maps = checked
+    selection, estimation = _sample_certification(
+        key, f, params, x, sigma, n0, n, batch_size, sampled_maps
     )
-    return certificate(
-        selection,
-        estimation,
-        method=method,
-        sigma=sigma,
-        alpha=alpha,
-        maps=maps,
-        lipschitz=lipschitz,
-        split=split,
+    return _certificate(
+        selection, estimation, method, sigma, alpha, tuple(maps), lipschitz, float(split)
     )

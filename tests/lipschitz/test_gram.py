@@ -4,9 +4,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fast_compile import jit as fast_jit
+from threadpoolctl import threadpool_limits
 
 from lipschitz.exact import dense_exact, schatten_norm
 from lipschitz.gram import DEFAULT_ITERS, gram_iteration, gram_log_bound, gram_row_bounds
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    """LAPACK (the SVDs) runs on OpenBLAS, whose worker threads compete with XLA's on a
+    small machine: one thread for this module."""
+    with threadpool_limits(1):
+        yield
 
 
 def _matrix(rng, shape, complex_=False):
@@ -16,7 +26,7 @@ def _matrix(rng, shape, complex_=False):
     return w
 
 
-@jax.jit
+@fast_jit
 def _gram_vs_schatten(w):
     """Gram bounds at T = 1..5 and the Schatten 2^(T+1)-norms from the SVD."""
     gram = jnp.stack([gram_iteration(w, t) for t in range(1, 6)])
@@ -24,8 +34,7 @@ def _gram_vs_schatten(w):
     return gram, schatten
 
 
-@pytest.mark.parametrize("shape", [(5, 5), (3, 8), (2, 9, 4)])
-@pytest.mark.parametrize("complex_", [False, True])
+@pytest.mark.parametrize("shape,complex_", [((3, 8), False), ((2, 9, 4), True)])
 def test_gram_iteration_is_the_schatten_norm(shape, complex_):
     rng = np.random.default_rng(0)
     with jax.enable_x64(True):
@@ -33,7 +42,7 @@ def test_gram_iteration_is_the_schatten_norm(shape, complex_):
         np.testing.assert_allclose(gram, schatten, rtol=1e-10)
 
 
-@jax.jit
+@fast_jit
 def _dense_series(w):
     """Gram bounds at T = 1, 2, 4, 8 and the default T; the exact norm."""
     bounds = [gram_iteration(w, t) for t in (1, 2, 4, 8)] + [gram_iteration(w)]
@@ -45,7 +54,7 @@ def test_dense_bound_is_above_exact_and_converges(dtype):
     rng = np.random.default_rng(1)
     tol = 1e-6 if dtype == jnp.float32 else 1e-12
     with jax.enable_x64(dtype == jnp.float64):
-        for shape in [(1, 7), (7, 1), (30, 12), (12, 30)]:
+        for shape in [(7, 1), (12, 30)]:  # rank 1; the row and the column side
             bounds, exact = _dense_series(jnp.asarray(_matrix(rng, shape), dtype))
             bounds, exact = np.asarray(bounds, np.float64), float(exact)
             assert np.all(bounds >= exact * (1 - tol)), (shape, bounds, exact)

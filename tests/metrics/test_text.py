@@ -120,8 +120,8 @@ def test_command_prints_the_table_and_writes_json(corpora, tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["-k", "0"], "expected an integer >= 1, got 0"),
-        (["--explained-variance", "1.5"], "expected a number in (0, 1]"),
+        (["-k", "0"], "argument -k: k must be an integer >= 1, got 0"),
+        (["--explained-variance", "1.5"], "explained_variance must be a finite number > 0"),
         (["--embedding", "bert"], "invalid choice: 'bert'"),
     ],
 )

@@ -9,8 +9,9 @@ from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
 import smoothing
-from smoothing import NoiseStatistics
+from smoothing import NoiseStatistics, certificates
 from smoothing.certificates import plug_in
+from smoothing.intervals import _clopper_pearson_lower
 
 SIGMA = 0.5
 
@@ -262,3 +263,37 @@ def test_certificate_argument_errors():
         )
     with pytest.raises(ValueError, match="same k >= 2 classes"):
         smoothing.certificate(sel, votes([5, 3, 2]), method="cohen", sigma=1.0, alpha=0.01)
+
+
+def test_a_nan_bound_abstains_instead_of_certifying():
+    """Where scipy's beta quantile returns NaN (9 successes of 10 at level 1e-300), Cohen's
+    certificate and the combined one abstain: ``not pA_lower >= 1/2``, not ``pA_lower <
+    1/2``. The inner functions are called directly: the public ones refuse such an alpha."""
+    alpha = 1e-300
+    assert np.isnan(stats.beta.ppf(alpha, 9, 2))  # the precondition: scipy gives no bound
+    sel, est = votes([9, 1]), votes([9, 1])
+    assert certificates._cohen(sel, est, SIGMA, alpha).abstained
+    for method in ("cohen", "multi", "combined"):
+        cert = certificates._certificate(sel, est, method, SIGMA, alpha, (), None, 0.5)
+        assert cert.abstained and cert.radius == 0.0, method
+
+
+def test_alpha_below_what_scipy_resolves_is_refused():
+    sel, est = votes([90, 10]), votes([9000, 1000])
+    below = smoothing.MIN_ALPHA / 10
+    for call in (
+        lambda: smoothing.cohen_certificate(sel, est, SIGMA, below),
+        lambda: smoothing.certificate(sel, est, method="combined", sigma=SIGMA, alpha=below),
+        lambda: smoothing.clopper_pearson_lower(5, 10, below),
+        lambda: smoothing.predict_from_votes([9, 1], below),
+    ):
+        with pytest.raises(ValueError, match=r"alpha must be >= MIN_ALPHA = 1e-60 .*got 1e-61"):
+            call()
+    # At MIN_ALPHA and at the Bonferroni levels below it that the certificates use, the
+    # bounds are resolved: each one-sided bound sits at its level (scipy's CDF of it).
+    for count, n in [(1, 5), (2, 5), (9, 10), (3, 1000), (99_990, 100_000)]:
+        for level in (smoothing.MIN_ALPHA, smoothing.MIN_ALPHA / 1000):
+            lower = _clopper_pearson_lower(count, n, level)
+            assert stats.beta.cdf(lower, count, n - count + 1) / level == pytest.approx(1, 1e-3)
+    cert = smoothing.cohen_certificate(votes([10, 0]), votes([10_000, 0]), SIGMA, 1e-60)
+    assert cert.prediction == 0 and cert.radius > 0

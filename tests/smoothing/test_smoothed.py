@@ -58,8 +58,8 @@ def test_sampler_equals_the_plain_loop(mlp_params):
     key = jax.random.PRNGKey(3)
     # 2350 samples in batches of 500: the last batch is partial.
     kwargs = {"num": 2350, "sigma": SIGMA, "batch_size": 500, "maps": maps}
-    fast = smoothing.sample_statistics(mlp, mlp_params, x, key, **kwargs)
-    slow = smoothing.reference_statistics(mlp, mlp_params, x, key, **kwargs)
+    fast = smoothing.sample_statistics(key, mlp, mlp_params, x, **kwargs)
+    slow = smoothing.reference_statistics(key, mlp, mlp_params, x, **kwargs)
     assert fast.num == slow.num == 2350 and fast.votes.sum() == 2350
     np.testing.assert_array_equal(fast.votes, slow.votes)
     np.testing.assert_allclose(fast.mean, slow.mean, atol=1e-6)
@@ -69,7 +69,7 @@ def test_sampler_equals_the_plain_loop(mlp_params):
     np.testing.assert_allclose(fast.mean.sum(-1), 1, atol=1e-6)
     assert np.linalg.eigvalsh(fast.cov).min() > -1e-9
     # One sample: no covariance estimate.
-    single = smoothing.sample_statistics(mlp, mlp_params, x, key, num=1, sigma=SIGMA, maps=maps)
+    single = smoothing.sample_statistics(key, mlp, mlp_params, x, num=1, sigma=SIGMA, maps=maps)
     assert single.votes.sum() == 1 and not single.cov.any()
 
 
@@ -79,17 +79,17 @@ def test_nan_logits_name_the_batch():
     threshold = jnp.float32(2.5 * SIGMA)  # about one sample in 160 is NaN
     kwargs = {"num": 1000, "sigma": SIGMA, "batch_size": 50}
     with pytest.raises(ValueError, match=r"NaN logits for noise batch \d+ of 20") as fast:
-        smoothing.sample_statistics(nan_above, threshold, x, key, **kwargs)
+        smoothing.sample_statistics(key, nan_above, threshold, x, **kwargs)
     with pytest.raises(ValueError, match="NaN logits") as slow:
-        smoothing.reference_statistics(nan_above, threshold, x, key, **kwargs)
+        smoothing.reference_statistics(key, nan_above, threshold, x, **kwargs)
     assert str(fast.value) == str(slow.value)
     with pytest.raises(ValueError, match="selection noise batch 0 of 1"):
-        smoothing.certify(nan_above, jnp.float32(-1e9), x, key, sigma=SIGMA, n=10)
+        smoothing.certify(key, nan_above, jnp.float32(-1e9), x, sigma=SIGMA, n=10)
 
 
 def test_fewer_than_two_classes_is_refused():
     with pytest.raises(ValueError, match="k >= 2 classes, got output shape"):
-        smoothing.predict(one_class, None, jnp.zeros(3), jax.random.PRNGKey(0), sigma=1.0, n=10)
+        smoothing.predict(jax.random.key(0), one_class, None, jnp.zeros(3), sigma=1.0, n=10)
 
 
 def _exact_radius(params, x):
@@ -112,10 +112,10 @@ def test_smoothed_linear_classifier_is_certified_within_its_exact_radius(linear_
         x = jnp.asarray(base + signed * unit, jnp.float32)
         side, exact = _exact_radius(linear_params, x)
         selection, estimation = smoothing.sample_certification(
+            jax.random.key(i),
             linear,
             linear_params,
             x,
-            jax.random.PRNGKey(i),
             sigma=SIGMA,
             n=4000,
             maps=MAPS,
@@ -144,12 +144,12 @@ def test_predict_and_certify_agree_with_the_closed_form(linear_params):
     x = jnp.asarray(0.4 * np.asarray(linear_params["w"]) / 2.0, jnp.float32)
     side, exact = _exact_radius(linear_params, x)
     key = jax.random.PRNGKey(5)
-    assert smoothing.predict(linear, linear_params, x, key, sigma=SIGMA, n=2000) == side
-    cert = smoothing.certify(linear, linear_params, x, key, sigma=SIGMA, n=20_000)
+    assert smoothing.predict(key, linear, linear_params, x, sigma=SIGMA, n=2000) == side
+    cert = smoothing.certify(key, linear, linear_params, x, sigma=SIGMA, n=20_000)
     # pA = Phi(exact / sigma): the certified radius sits just below sigma Phi^-1(pA).
     assert cert.method == "cohen" and cert.prediction == side
     assert 0.8 * exact < cert.radius < exact
-    again = smoothing.certify(linear, linear_params, x, key, sigma=SIGMA, n=20_000)
+    again = smoothing.certify(key, linear, linear_params, x, sigma=SIGMA, n=20_000)
     assert again == cert  # reproducible from the key
     assert stats.norm.cdf(exact / SIGMA) > 0.5
 
@@ -157,9 +157,9 @@ def test_predict_and_certify_agree_with_the_closed_form(linear_params):
 def test_n10_predict_always_abstains(linear_params):
     far = jnp.asarray(10.0 * np.asarray(linear_params["w"]), jnp.float32)
     key = jax.random.PRNGKey(0)
-    assert smoothing.predict(linear, linear_params, far, key, sigma=SIGMA, n=10) == -1
-    assert smoothing.predict(linear, linear_params, far, key, sigma=SIGMA, n=11) == 1
-    cert = smoothing.certify(linear, linear_params, far, key, sigma=SIGMA, n=10)
+    assert smoothing.predict(key, linear, linear_params, far, sigma=SIGMA, n=10) == -1
+    assert smoothing.predict(key, linear, linear_params, far, sigma=SIGMA, n=11) == 1
+    cert = smoothing.certify(key, linear, linear_params, far, sigma=SIGMA, n=10)
     assert cert.radius < 0.003 * SIGMA
 
 
@@ -182,7 +182,7 @@ def test_n10_predict_always_abstains(linear_params):
 def test_certify_argument_errors(linear_params, kwargs, match):
     arguments = {"sigma": SIGMA, "n": 10, **kwargs}
     with pytest.raises(ValueError, match=match):
-        smoothing.certify(linear, linear_params, jnp.zeros(DIM), jax.random.PRNGKey(0), **arguments)
+        smoothing.certify(jax.random.key(0), linear, linear_params, jnp.zeros(DIM), **arguments)
 
 
 @pytest.mark.parametrize(
@@ -196,7 +196,7 @@ def test_certify_argument_errors(linear_params, kwargs, match):
 def test_predict_argument_errors(linear_params, kwargs, match):
     arguments = {"sigma": SIGMA, "n": 10, **kwargs}
     with pytest.raises(ValueError, match=match):
-        smoothing.predict(linear, linear_params, jnp.zeros(DIM), jax.random.PRNGKey(0), **arguments)
+        smoothing.predict(jax.random.key(0), linear, linear_params, jnp.zeros(DIM), **arguments)
 
 
 def test_lipschitz_certificate_goes_past_the_sample_size_cap(linear_params):
@@ -210,8 +210,52 @@ def test_lipschitz_certificate_goes_past_the_sample_size_cap(linear_params):
     # sparsemax's support, where the margin is not saturated.
     maps = (SimplexMap("sparsemax", 8.0),)
     common = {"sigma": SIGMA, "n": 500, "maps": maps, "lipschitz": 2.0}
-    cohen = smoothing.certify(linear, linear_params, x, key, method="cohen", **common)
-    aware = smoothing.certify(linear, linear_params, x, key, method="lipschitz", **common)
+    cohen = smoothing.certify(key, linear, linear_params, x, method="cohen", **common)
+    aware = smoothing.certify(key, linear, linear_params, x, method="lipschitz", **common)
     cap = SIGMA * stats.norm.ppf(0.001 ** (1 / 500))
     assert cohen.radius <= cap + 1e-12
     assert "margin" in aware.method and 1.3 * cap < aware.radius <= exact
+
+
+def test_keys_come_first_in_any_style(mlp_params):
+    """An int seed, a new-style key and a legacy PRNGKey of the same seed draw the same
+    noise, so the same statistics."""
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(4, 4)), jnp.float32)
+    kwargs = {"num": 300, "sigma": SIGMA, "batch_size": 100}
+    seeds = [7, jax.random.key(7), jax.random.PRNGKey(7)]
+    votes = [smoothing.sample_statistics(s, mlp, mlp_params, x, **kwargs).votes for s in seeds]
+    for other in votes[1:]:
+        np.testing.assert_array_equal(other, votes[0])
+    assert votes[0].sum() == 300
+    with pytest.raises(ValueError, match="key must be a jax.random key"):
+        smoothing.sample_statistics("seven", mlp, mlp_params, x, **kwargs)
+
+
+def test_certify_validates_sigma_and_alpha_once(linear_params, monkeypatch):
+    """The public boundary checks each argument once; the inner functions trust it."""
+    from smoothing import checks
+
+    calls = {"check_sigma": 0, "check_alpha": 0}
+    for name in calls:
+        original = getattr(checks, name)
+
+        def counted(*args, _original=original, _name=name):
+            calls[_name] += 1
+            return _original(*args)
+
+        monkeypatch.setattr(checks, name, counted)
+    x = jnp.asarray(0.4 * np.asarray(linear_params["w"]), jnp.float32)
+    for method in smoothing.METHODS:
+        calls.update(check_sigma=0, check_alpha=0)
+        smoothing.certify(
+            jax.random.key(0),
+            linear,
+            linear_params,
+            x,
+            sigma=SIGMA,
+            n=100,  # the selection's batch shape: compiled once for every test
+            method=method,
+            lipschitz=2.0,
+            maps=MAPS,
+        )
+        assert calls == {"check_sigma": 1, "check_alpha": 1}, method
