@@ -22,6 +22,7 @@ allowed); the SSM kernel, FFT convolution, norms, softmax and the logits in floa
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -29,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from miles_cli import check_config, option
+from seq_models.generation import beam_search
 from seq_models.ssm_block import SSM_SUBMODULE, SSMBlock
 from seq_models.t5 import GatedGeluFeedForward, RMSNorm, T5Decoder
 
@@ -281,3 +283,36 @@ def step_fn(params: Any, tokens: jax.Array, cache: Any, *, model: LOCOST):
         mutable=["cache"],
     )
     return logits[:, 0], variables["cache"]
+
+
+@functools.cache
+def beam_decoder(model: LOCOST, max_length: int, num_beams: int, eos_id: int, pad_id: int):
+    """A jitted ``decode(params, encoded [B, L, D], inputs_mask [B, L]) -> tokens
+    [B, max_length]``: beam search from encoder outputs computed beforehand (one
+    compilation per model, length and beam width)."""
+    step = functools.partial(step_fn, model=model)
+
+    @jax.jit
+    def decode(params, encoded, inputs_mask):
+        _, variables = model.apply(
+            {"params": params},
+            encoded,
+            inputs_mask,
+            max_length,
+            method=LOCOST.init_cache_from,
+            mutable=["cache"],
+        )
+        start = jnp.full((encoded.shape[0],), pad_id, jnp.int32)
+        tokens, _ = beam_search(
+            step,
+            params,
+            variables["cache"],
+            start,
+            max_length=max_length,
+            num_beams=num_beams,
+            eos_id=eos_id,
+            pad_id=pad_id,
+        )
+        return tokens
+
+    return decode

@@ -34,8 +34,7 @@ from tqdm.auto import tqdm
 import training
 from miles_cli import UsageError, check_config, config_to_dict, option
 from seq_models.gap_sentences import GapSentenceTransform
-from seq_models.generation import beam_search
-from seq_models.locost import LOCOST, locost_config, ssm_parameter_mask, step_fn
+from seq_models.locost import LOCOST, beam_decoder, locost_config, ssm_parameter_mask
 from seq_models.rouge import lead_k, random_sentences, rouge
 from seq_models.summarization import SummarizationTransform, load_summarization
 from seq_models.tokenizer import Tokenizer, default_tokenizer
@@ -211,34 +210,9 @@ def pretrained_params(run_dir: str | os.PathLike, template: training.TrainState)
     return jax.device_get(runs.restore_state(run_dir, template).params)
 
 
-@functools.cache
-def _searcher(model: LOCOST, max_length: int, num_beams: int, eos_id: int, pad_id: int):
-    step = functools.partial(step_fn, model=model)
-
-    @jax.jit
-    def summarise(params, inputs, inputs_mask):
-        _, variables = model.apply(
-            {"params": params},
-            inputs,
-            inputs_mask,
-            max_length,
-            method=LOCOST.init_cache,
-            mutable=["cache"],
-        )
-        start = jnp.full((inputs.shape[0],), pad_id, jnp.int32)
-        tokens, _ = beam_search(
-            step,
-            params,
-            variables["cache"],
-            start,
-            max_length=max_length,
-            num_beams=num_beams,
-            eos_id=eos_id,
-            pad_id=pad_id,
-        )
-        return tokens
-
-    return summarise
+@functools.partial(jax.jit, static_argnums=0)
+def _encode(model: LOCOST, params, inputs, inputs_mask):
+    return model.apply({"params": params}, inputs, inputs_mask, method=LOCOST.encode)
 
 
 def summarise_batch(
@@ -252,8 +226,10 @@ def summarise_batch(
     num_beams: int,
 ) -> list[str]:
     """Beam-search summaries of ``inputs: [B, L]`` token ids (with ``inputs_mask``)."""
-    search = _searcher(model, max_length, num_beams, tokenizer.eos_id, tokenizer.pad_id)
-    tokens = np.asarray(search(params, jnp.asarray(inputs), jnp.asarray(inputs_mask)))
+    inputs, inputs_mask = jnp.asarray(inputs), jnp.asarray(inputs_mask)
+    encoded = _encode(model, params, inputs, inputs_mask)
+    decode = beam_decoder(model, max_length, num_beams, tokenizer.eos_id, tokenizer.pad_id)
+    tokens = np.asarray(decode(params, encoded, inputs_mask))
     return [tokenizer.decode(row.tolist()) for row in tokens]
 
 

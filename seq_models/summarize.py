@@ -7,7 +7,6 @@ the decoder then runs beam search from the cached encoder outputs.
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
@@ -17,8 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from miles_cli import UsageError
-from seq_models.generation import beam_search
-from seq_models.locost import LOCOST, LOCOSTEncoderLayer, step_fn
+from seq_models.locost import LOCOST, LOCOSTEncoderLayer, beam_decoder
 from seq_models.t5 import RMSNorm
 from seq_models.tokenizer import Tokenizer
 
@@ -63,37 +61,6 @@ def encode_document(
     return RMSNorm().apply({"params": params["encoder"]["final_norm"]}, h)
 
 
-@functools.cache
-def _decoder(model: LOCOST, max_length: int, num_beams: int, eos_id: int, pad_id: int):
-    step = functools.partial(step_fn, model=model)
-
-    @jax.jit
-    def decode(params, encoded):
-        mask = jnp.ones(encoded.shape[:2], bool)
-        _, variables = model.apply(
-            {"params": params},
-            encoded,
-            mask,
-            max_length,
-            method=LOCOST.init_cache_from,
-            mutable=["cache"],
-        )
-        start = jnp.full((encoded.shape[0],), pad_id, jnp.int32)
-        tokens, _ = beam_search(
-            step,
-            params,
-            variables["cache"],
-            start,
-            max_length=max_length,
-            num_beams=num_beams,
-            eos_id=eos_id,
-            pad_id=pad_id,
-        )
-        return tokens
-
-    return decode
-
-
 def summarize_text(
     model: LOCOST,
     params,
@@ -107,6 +74,6 @@ def summarize_text(
     """``(summary, number of input tokens)`` of ``text``, however long."""
     tokens = np.asarray(tokenizer.encode(text, add_eos=True), np.int32)
     encoded = encode_document(model, params, tokens, progress=progress)
-    decode = _decoder(model, max_length, num_beams, tokenizer.eos_id, tokenizer.pad_id)
-    out = np.asarray(decode(params, encoded))[0]
+    decode = beam_decoder(model, max_length, num_beams, tokenizer.eos_id, tokenizer.pad_id)
+    out = np.asarray(decode(params, encoded, jnp.ones(encoded.shape[:2], bool)))[0]
     return tokenizer.decode(out.tolist()), len(tokens)
