@@ -32,7 +32,7 @@ class LOCOSTTrainConfig(LOCOSTJobConfig):
 
     stage: str = option("finetune", choices=("finetune",), cli=False)
     init_from: str | None = option(None, cli=False)
-    pretrain_steps: int = option(300, minimum=0)
+    pretrain_steps: int = option(400, minimum=0)
 
     def stage_config(self) -> LOCOSTJobConfig:
         fields = config_to_dict(self)

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from mano_jax.darcy.coefficient import _check_positive
 from mano_jax.darcy.solver import generate_sample, solve_stride
+from training.datasets.cache import default_data_dir
 
 __all__ = [
     "SPLIT_KEYS",
@@ -67,17 +68,6 @@ DEFAULT_TEST_SIZE = 200
 DEFAULT_SEED = 0
 DEFAULT_HIGH = 12.0
 DEFAULT_LOW = 3.0
-
-_DATA_DIR_ENV = "MILES_JAX_DATA_DIR"
-
-
-def default_data_dir() -> str:
-    """TFDS data directory: ``$MILES_JAX_DATA_DIR`` if set and non-empty, else
-    ``~/.cache/miles_jax/tensorflow_datasets``."""
-    from_env = os.environ.get(_DATA_DIR_ENV)
-    if from_env:
-        return os.path.expanduser(from_env)
-    return os.path.join(os.path.expanduser("~"), ".cache", "miles_jax", "tensorflow_datasets")
 
 
 def sample_seed(seed: int, split: str, index: int) -> np.random.SeedSequence:

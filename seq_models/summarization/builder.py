@@ -45,6 +45,7 @@ from seq_models.summarization.corpus import (
     source_versions,
     split_examples,
 )
+from training.datasets.cache import default_data_dir
 
 __all__ = [
     "DocSummarization",
@@ -60,7 +61,6 @@ DEFAULT_SEED = 0
 DEFAULT_VALIDATION_FRACTION = 0.1
 DEFAULT_TEST_FRACTION = 0.1
 
-_DATA_DIR_ENV = "MILES_JAX_DATA_DIR"
 
 _BASE_DESCRIPTION = (
     "Offline long-document summarization: documentation that ships with Python, NumPy "
@@ -69,15 +69,6 @@ _BASE_DESCRIPTION = (
     "paragraph, which is removed from the document. Splits by source file (or topic), "
     "seeded."
 )
-
-
-def default_data_dir() -> str:
-    """TFDS data directory: ``$MILES_JAX_DATA_DIR`` if set and non-empty, else
-    ``~/.cache/miles_jax/tensorflow_datasets``."""
-    from_env = os.environ.get(_DATA_DIR_ENV)
-    if from_env:
-        return os.path.expanduser(from_env)
-    return os.path.join(os.path.expanduser("~"), ".cache", "miles_jax", "tensorflow_datasets")
 
 
 def _token(value: float) -> str:
