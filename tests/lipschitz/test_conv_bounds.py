@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conv_references import circular_norm, explicit_matrix, oihw_of, zero_norm
 from fast_compile import jit as fast_jit
 from threadpoolctl import threadpool_limits
 
@@ -36,44 +37,6 @@ def _one_blas_thread():
 
 # (c_out, c_in, k, n): channels in != out, k in {1, 3, 5}, small n for explicit matrices.
 SHAPES = [(3, 2, 1, 4), (4, 2, 3, 5), (3, 2, 5, 6)]
-
-
-def _explicit_matrix(oihw, n: int, padding: str = "zero") -> np.ndarray:
-    """The stride-1 "same" cross-correlation on ``[n, n, c_in]`` as a matrix, entry by entry
-    from ``y[p, q, o] = sum K[o, i, u, v] x[p + u - lo, q + v - lo, i]`` with
-    ``lo = (k - 1) // 2`` (XLA's "SAME"), zero outside ``[0, n)`` or wrapping around
-    (numpy loops). Rows ``(p, q, o)``, columns ``(p, q, i)``, NHWC order."""
-    oihw = np.asarray(oihw, np.float64)
-    c_out, c_in, k, _ = oihw.shape
-    lo = (k - 1) // 2
-    m = np.zeros((n, n, c_out, n, n, c_in))
-    for p in range(n):
-        for q in range(n):
-            for u in range(k):
-                for v in range(k):
-                    a, b = p + u - lo, q + v - lo
-                    if padding == "circular":
-                        a, b = a % n, b % n
-                    elif not (0 <= a < n and 0 <= b < n):
-                        continue
-                    m[p, q, :, a, b, :] += oihw[:, :, u, v]
-    return m.reshape(n * n * c_out, n * n * c_in)
-
-
-def _zero_norm(oihw, n: int) -> float:
-    """Spectral norm of the zero-padding convolution at size ``n`` (numpy SVD)."""
-    return float(np.linalg.norm(_explicit_matrix(oihw, n), 2))
-
-
-def _circular_norm(oihw, n: int) -> float:
-    """Spectral norm of the circular convolution at size ``n``: the largest singular value
-    of the kernel's 2-D DFT over the ``n x n`` frequencies (Sedghi et al. 2019; numpy)."""
-    symbols = np.fft.fft2(np.asarray(oihw, np.float64), s=(n, n), axes=(-2, -1))
-    return float(np.linalg.svd(np.moveaxis(symbols, (0, 1), (-2, -1)), compute_uv=False).max())
-
-
-def _oihw(hwio) -> np.ndarray:
-    return np.transpose(np.asarray(hwio), (3, 2, 0, 1))
 
 
 def _kernel(seed, c_out, c_in, k, dtype=np.float64):
@@ -119,11 +82,11 @@ def test_conv2d_is_flax_conv_and_the_explicit_matrix_is_conv2d():
                 chex.assert_trees_all_close(out[name], out["zero"], atol=1e-12)
             chex.assert_trees_all_close(out["circular flax"], out["circular"], atol=1e-12)
             for padding in ("zero", "circular"):
-                matrix = _explicit_matrix(_oihw(kernel), n, padding)
+                matrix = explicit_matrix(oihw_of(kernel), n, padding)
                 np.testing.assert_allclose(out[f"{padding} matrix"], matrix, atol=1e-14)
                 y = matrix @ np.asarray(x).ravel()
                 np.testing.assert_allclose(y, np.asarray(out[padding]).ravel(), atol=1e-12)
-            circular = np.linalg.norm(_explicit_matrix(_oihw(kernel), n, "circular"), 2)
+            circular = np.linalg.norm(explicit_matrix(oihw_of(kernel), n, "circular"), 2)
             np.testing.assert_allclose(out["circular exact"], circular, rtol=1e-10)
 
 
@@ -146,8 +109,8 @@ def test_every_bound_is_above_the_exact_norm(shape):
     with jax.enable_x64(True):
         for seed in range(3):
             kernel = _kernel(seed, c_out, c_in, k)
-            circular = _circular_norm(_oihw(kernel), n)
-            zero = _zero_norm(_oihw(kernel), n)
+            circular = circular_norm(oihw_of(kernel), n)
+            zero = zero_norm(oihw_of(kernel), n)
             bounds = np.asarray(_all_bounds(kernel, n))
             # Circular Gram >= the circular norm at n; the others >= both norms at n.
             assert bounds[0] >= circular * (1 - 1e-12), (bounds, circular)
@@ -175,7 +138,7 @@ def test_circular_gram_converges_to_exact_in_float64():
         for seed, (c_out, c_in, k, n) in enumerate([(6, 10, 5, 12), (5, 3, 1, 4)]):
             kernel = _kernel(seed, c_out, c_in, k)
             bounds, independent = _circular_series(kernel, n)
-            exact = _circular_norm(_oihw(kernel), n)
+            exact = circular_norm(oihw_of(kernel), n)
             gaps = np.asarray(bounds) / float(exact) - 1
             assert -1e-12 <= gaps[-1] < 1e-4, gaps
             assert np.all(np.diff(gaps) <= 1e-15), gaps
@@ -254,21 +217,21 @@ def test_circular_and_zero_padding_relations():
     with jax.enable_x64(True):
         for seed, k in enumerate((3, 4)):
             kernel = _kernel(seed, 2, 3, k)
-            oihw = _oihw(kernel)
+            oihw = oihw_of(kernel)
             spatial = float(lipschitz.spectral_norm_bound(kernel, "gram", "zero", None, 4))
             sizes = range(k, k + 3)
-            zeros = [_zero_norm(oihw, n) for n in sizes]
+            zeros = [zero_norm(oihw, n) for n in sizes]
             for n, zero in zip(sizes, zeros, strict=True):
-                assert zero <= _circular_norm(oihw, n + k - 1) * (1 + 1e-12)
-                assert zero <= spatial and _circular_norm(oihw, n) <= spatial
+                assert zero <= circular_norm(oihw, n + k - 1) * (1 + 1e-12)
+                assert zero <= spatial and circular_norm(oihw, n) <= spatial
             assert np.all(np.diff(zeros) >= -1e-12 * zeros[-1]), zeros
-            sup_circ = _circular_norm(oihw, 64)
+            sup_circ = circular_norm(oihw, 64)
             assert zeros[-1] <= sup_circ * (1 + 1e-9) <= spatial
 
 
 def test_circular_norm_at_kernel_size_is_not_a_bound_for_larger_inputs():
     """Why ``n`` is required: the circular norm at n = k can be well below the norm at the
     actual input size (numpy FFT + SVD)."""
-    kernels = [_oihw(_kernel(seed, 4, 4, 3, np.float32)) for seed in range(20)]
-    ratios = [_circular_norm(w, 3) / _circular_norm(w, 32) for w in kernels]
+    kernels = [oihw_of(_kernel(seed, 4, 4, 3, np.float32)) for seed in range(20)]
+    ratios = [circular_norm(w, 3) / circular_norm(w, 32) for w in kernels]
     assert min(ratios) < 0.95

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conv_references import circular_norm, oihw_of, zero_norm
 from fast_compile import jit as fast_jit
 from threadpoolctl import threadpool_limits
 
@@ -30,44 +31,6 @@ def _one_blas_thread():
         yield
 
 
-def _explicit_matrix(oihw, n: int, padding: str = "zero") -> np.ndarray:
-    """The stride-1 "same" cross-correlation on ``[n, n, c_in]`` as a matrix, entry by entry
-    from ``y[p, q, o] = sum K[o, i, u, v] x[p + u - lo, q + v - lo, i]`` with
-    ``lo = (k - 1) // 2`` (XLA's "SAME"), zero outside ``[0, n)`` or wrapping around
-    (numpy loops). Rows ``(p, q, o)``, columns ``(p, q, i)``, NHWC order."""
-    oihw = np.asarray(oihw, np.float64)
-    c_out, c_in, k, _ = oihw.shape
-    lo = (k - 1) // 2
-    m = np.zeros((n, n, c_out, n, n, c_in))
-    for p in range(n):
-        for q in range(n):
-            for u in range(k):
-                for v in range(k):
-                    a, b = p + u - lo, q + v - lo
-                    if padding == "circular":
-                        a, b = a % n, b % n
-                    elif not (0 <= a < n and 0 <= b < n):
-                        continue
-                    m[p, q, :, a, b, :] += oihw[:, :, u, v]
-    return m.reshape(n * n * c_out, n * n * c_in)
-
-
-def _zero_norm(oihw, n: int) -> float:
-    """Spectral norm of the zero-padding convolution at size ``n`` (numpy SVD)."""
-    return float(np.linalg.norm(_explicit_matrix(oihw, n), 2))
-
-
-def _circular_norm(oihw, n: int) -> float:
-    """Spectral norm of the circular convolution at size ``n``: the largest singular value
-    of the kernel's 2-D DFT over the ``n x n`` frequencies (Sedghi et al. 2019; numpy)."""
-    symbols = np.fft.fft2(np.asarray(oihw, np.float64), s=(n, n), axes=(-2, -1))
-    return float(np.linalg.svd(np.moveaxis(symbols, (0, 1), (-2, -1)), compute_uv=False).max())
-
-
-def _oihw(hwio) -> np.ndarray:
-    return np.transpose(np.asarray(hwio), (3, 2, 0, 1))
-
-
 def test_power_iteration_converges_dense_and_conv():
     """Key first; the estimates approach the exact norms from below. A new-style key, a
     legacy PRNGKey and an int seed draw the same start."""
@@ -81,14 +44,14 @@ def test_power_iteration_converges_dense_and_conv():
         with pytest.raises(ValueError, match="key must be a jax.random key"):
             dense_power_iteration("zero", w, 3)
         kernel = jnp.asarray(rng.normal(size=(3, 3, 2, 3)))  # HWIO
-        oihw = _oihw(kernel)
-        exact = _zero_norm(oihw, 5)
+        oihw = oihw_of(kernel)
+        exact = zero_norm(oihw, 5)
         np.testing.assert_allclose(zero_padding_exact(kernel, 5), exact, rtol=1e-12)
         estimate = float(conv_power_iteration(key, kernel, 5, "zero", 2000))
         assert estimate <= exact * (1 + 1e-12)
         np.testing.assert_allclose(estimate, exact, rtol=1e-6)
         estimate = float(conv_power_iteration(key, kernel, 5, "circular", 2000))
-        np.testing.assert_allclose(estimate, _circular_norm(oihw, 5), rtol=1e-6)
+        np.testing.assert_allclose(estimate, circular_norm(oihw, 5), rtol=1e-6)
 
 
 def test_power_iteration_history_is_increasing_lower_bounds():
@@ -120,7 +83,7 @@ def test_zero_padding_exact_float64_1x1x5x5_at_n16():
     )
     assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
     values = [float(v) for v in run.stdout.split()]
-    expected = _zero_norm(np.random.default_rng(0).normal(size=(1, 1, 5, 5)), 16)
+    expected = zero_norm(np.random.default_rng(0).normal(size=(1, 1, 5, 5)), 16)
     np.testing.assert_allclose(values, [expected, expected], rtol=1e-12)
 
 
