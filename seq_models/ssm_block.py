@@ -76,6 +76,16 @@ def _check_state_size(value: Any) -> None:
         raise ValueError(f"state_size must be an even int >= 2 (N/2 complex modes), got {value!r}")
 
 
+def _check_ssm_fields(module: Any, width: str) -> None:
+    """The size fields shared by ``S4D`` and ``SSMBlock`` (``width`` names the channels)."""
+    _check_int(getattr(module, width), width)
+    _check_state_size(module.state_size)
+    _check_bool(module.bidirectional, "bidirectional")
+    _check_optional_int(module.chunk, "chunk")
+    _check_int(module.kernel_chunk, "kernel_chunk")
+    _check_dt_range(module.dt_min, module.dt_max)
+
+
 def ssm_apply(
     params: S4DParams,
     u: jax.Array,
@@ -133,12 +143,7 @@ class S4D(nn.Module):
     param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
-        _check_int(self.features, "features")
-        _check_state_size(self.state_size)
-        _check_bool(self.bidirectional, "bidirectional")
-        _check_optional_int(self.chunk, "chunk")
-        _check_int(self.kernel_chunk, "kernel_chunk")
-        _check_dt_range(self.dt_min, self.dt_max)
+        _check_ssm_fields(self, "features")
         super().__post_init__()
 
     @nn.compact
@@ -186,12 +191,7 @@ class SSMBlock(nn.Module):
     param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
-        _check_int(self.d_model, "d_model")
-        _check_state_size(self.state_size)
-        _check_bool(self.bidirectional, "bidirectional")
-        _check_optional_int(self.chunk, "chunk")
-        _check_int(self.kernel_chunk, "kernel_chunk")
-        _check_dt_range(self.dt_min, self.dt_max)
+        _check_ssm_fields(self, "d_model")
         super().__post_init__()
 
     @nn.compact
