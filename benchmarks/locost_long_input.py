@@ -3,7 +3,7 @@
 The ``base`` encoder width (d_model 768, SSM state size 512, gated-GELU d_ff 2048) and
 depth (12 layers; ``--layers`` to reduce), batch 1, float32, random parameters and a
 random embedded input ``x [1, L, 768]`` (the token embedding is a lookup and is left
-out). As ``seq_models.summarize.encode_document`` does, the layers run one at a time:
+out). As ``seq_models.long_encoding.encode_in_blocks`` does, the layers run one at a time:
 one layer is compiled ahead of time for the input's length and called 12 times (the
 hidden states are donated to each call, so the previous layer's output is freed), then
 the final RMSNorm. Three forms of the layer:
@@ -12,13 +12,12 @@ the final RMSNorm. Three forms of the layer:
   ``>= 2L`` per layer for the SSM convolution.
 * ``chunked``: ``LOCOSTEncoderLayer`` with ``config.chunk = --chunk``: the overlap-add
   convolution in blocks of ``--chunk`` positions.
-* ``split``: the same layer function, evaluated by this script with the library's
-  modules in pieces that need less memory: the position-wise parts (RMSNorms,
-  projections, gating, feed-forward) over blocks of about ``--block-positions``
-  positions (``lax.map``), the SSM convolution (``seq_models.ssm_block.ssm_apply``, one
-  FFT) over ``--channel-groups`` groups of channels (each channel's SSM is
-  independent). Its output equals the ``fft`` form's (checked by ``--dry-run``; the
-  table's output checksums compare the forms of a full run).
+* ``blocks``: the library's bounded-memory layer,
+  ``seq_models.long_encoding.encoder_layer_in_blocks``: the position-wise parts
+  (RMSNorms, projections, gating, feed-forward) over blocks of about
+  ``--block-positions`` positions (``lax.map``), the SSM convolution (one FFT) over
+  ``--channel-groups`` groups of channels. Its output equals the ``fft`` form's (checked
+  by ``--dry-run``; the table's output checksums compare the forms of a full run).
 
 Every (form, length) runs in a fresh subprocess (this script re-invoked with ``--one
 FORM L``). The child compiles the layer first; XLA's ``memory_analysis()`` of the
@@ -33,15 +32,15 @@ layer and the CPU time), tokens per second, and two checksums of the encoder out
 
 Predicted peaks at the defaults (``--predict-only`` prints them in a few seconds):
 600K tokens: 16.7 GiB (``fft``), 24.4 GiB (``chunked``, blocks of 65536), 8.8 GiB
-(``split``); 1M tokens: 27.0 GiB, 39.2 GiB and 13.9 GiB. So at 1M tokens only the
-``split`` form fits in 24 GB, and the ``chunked`` form is not run at either length:
+(``blocks``); 1M tokens: 27.0 GiB, 39.2 GiB and 13.9 GiB. So at 1M tokens only the
+``blocks`` form fits in 24 GB, and the ``chunked`` form is not run at either length:
 it does not save memory, as the kernels and their lag-indexed copies are
 ``O(d_model L)`` whatever the block (blocks of 16384 need 23.5 GiB at 600K tokens).
 
 Time: one full-width layer at 20K tokens on a 2-core CPU (load about 3) takes 4.7 s
-with ``fft`` (4,200 tokens per second), 5.8 s with ``split`` (3,400; its loops use the
+with ``fft`` (4,200 tokens per second), 5.8 s with ``blocks`` (3,400; its loops use the
 two cores less well) and 8.0 s with ``chunked`` (blocks of 8192); so 12 layers take
-about 30 min (``fft``) and 35 min (``split``) at 600K tokens, and 60 min (``split``)
+about 30 min (``fft``) and 35 min (``blocks``) at 600K tokens, and 60 min (``blocks``)
 at 1M.
 
 Full run (defaults: 600K and 1M tokens, all three forms, 12 layers; the forms that do
@@ -49,7 +48,7 @@ not fit are only compiled; about 2 hours on a 2-core CPU; peak resident set abou
 17 GiB, the ``fft`` form at 600K tokens)::
 
     python benchmarks/locost_long_input.py [--lengths 600000 1000000]
-        [--forms fft chunked split] [--layers 12] [--memory-limit-gb 24]
+        [--forms fft chunked blocks] [--layers 12] [--memory-limit-gb 24]
         [--chunk 65536] [--block-positions 8192] [--channel-groups 12]
         [--predict-only] [--save-json PATH] [--load-json PATH]
 
@@ -81,7 +80,7 @@ from locost_scaling import (
     xla_bytes,
 )
 
-FORMS = ("fft", "chunked", "split")
+FORMS = ("fft", "chunked", "blocks")
 RESULT_TAG = "RESULT "
 RUNTIME_BYTES = 0.7 * GIB  # interpreter, jax and XLA runtime, compiler: the rest of the peak
 GB = 1e9
@@ -115,84 +114,14 @@ def make_config(args: argparse.Namespace, form: str):
     )
 
 
-def _block_size(length: int, target: int) -> int:
-    """A block length near ``target`` that divides ``length`` (``length`` itself if small);
-    a length with no such divisor is padded up to a multiple of ``target``."""
-    if length <= target:
-        return length
-    for size in range(target, target // 2, -1):
-        if length % size == 0:
-            return size
-    return target
-
-
-def split_layer(config, block_positions: int, channel_groups: int):
-    """``LOCOSTEncoderLayer(config)`` (no mask, inference) as ``f(params, h [1, L, D])``,
-    evaluated in position blocks and channel groups."""
-    import flax.linen as nn
-    import jax
-    import jax.numpy as jnp
-
-    from seq_models.locost import DTYPES
-    from seq_models.s4d import S4DParams
-    from seq_models.ssm_block import SSM_SUBMODULE, ssm_apply
-    from seq_models.t5 import GatedGeluFeedForward, RMSNorm
-
-    width = config.d_model
-    if width % channel_groups:
-        raise ValueError(f"channel groups {channel_groups} must divide d_model {width}")
-    group = width // channel_groups
-    dtype = DTYPES[config.dtype]
-    norm = RMSNorm()
-    dense = nn.Dense(width, dtype=dtype, param_dtype=jnp.float32)
-    ff = GatedGeluFeedForward(width, config.d_ff, 0.0, dtype)
+def blocks_layer(config, block_positions: int, channel_groups: int):
+    """``seq_models.long_encoding.encoder_layer_in_blocks`` as ``f(params, h [1, L, D])``."""
+    from seq_models.long_encoding import encoder_layer_in_blocks
 
     def apply(params, h):
-        p, block = params["ssm_block"], params["ssm_block"][SSM_SUBMODULE]
-        _, length, _ = h.shape
-        size = _block_size(length, block_positions)
-        blocks = -(-length // size)
-        padded = blocks * size
-        x = jnp.pad(h[0], ((0, padded - length), (0, 0))) if padded > length else h[0]
-        x = x.reshape(blocks, size, width)
-
-        def keys(args):  # k = k_proj(RMSNorm(h)), zero at padding
-            xb, j = args
-            k = dense.apply({"params": p["k_proj"]}, norm.apply({"params": params["ssm_norm"]}, xb))
-            real = j * size + jnp.arange(size) < length
-            return jnp.where(real[:, None], k, jnp.zeros((), k.dtype))
-
-        k = jax.lax.map(keys, (x, jnp.arange(blocks))).reshape(1, padded, width)
-
-        def convolve(g):  # the SSM of channels g * group .. (g + 1) * group - 1
-            def rows(a, axis=0):
-                return jax.lax.dynamic_slice_in_dim(a, g * group, group, axis)
-
-            ssm = S4DParams(
-                log_neg_re_a=rows(block["log_neg_re_a"]),
-                im_a=rows(block["im_a"]),
-                c=rows(block["c"], 1),
-                log_dt=rows(block["log_dt"]),
-                d=rows(block["d"]),
-            )
-            u = rows(k, 2).astype(jnp.float32)
-            return ssm_apply(ssm, u, chunk=None)[0]  # [padded, group] float32
-
-        y = jax.lax.map(convolve, jnp.arange(channel_groups))  # [groups, padded, group]
-
-        def rest(args):  # the gate, out_proj and the feed-forward of one block
-            xb, j = args
-            q = dense.apply({"params": p["q_proj"]}, norm.apply({"params": params["ssm_norm"]}, xb))
-            yb = jax.lax.dynamic_slice_in_dim(y, j * size, size, axis=1)
-            yb = jnp.moveaxis(yb, 0, 1).reshape(size, width)
-            gated = (q.astype(jnp.float32) * yb).astype(dtype)
-            xb = xb + dense.apply({"params": p["out_proj"]}, gated)
-            return xb + ff.apply(
-                {"params": params["ff"]}, norm.apply({"params": params["ff_norm"]}, xb)
-            )
-
-        out = jax.lax.map(rest, (x, jnp.arange(blocks))).reshape(padded, width)
-        return out[None, :length]
+        return encoder_layer_in_blocks(
+            config, params, h, position_block=block_positions, channel_groups=channel_groups
+        )
 
     return apply
 
@@ -202,8 +131,8 @@ def layer_function(form: str, args: argparse.Namespace):
     from seq_models.locost import LOCOSTEncoderLayer
 
     config = make_config(args, form)
-    if form == "split":
-        return config, split_layer(config, args.block_positions, args.channel_groups)
+    if form == "blocks":
+        return config, blocks_layer(config, args.block_positions, args.channel_groups)
     module = LOCOSTEncoderLayer(config)
     return config, lambda params, h: module.apply({"params": params}, h)
 
@@ -425,7 +354,7 @@ def print_header(args: argparse.Namespace) -> None:
         f"{args.state_size}, d_ff {args.d_ff}; batch 1, float32, random parameters and "
         "embedded input. One layer compiled for the input's length and called once per "
         "layer (hidden states donated), then the final RMSNorm. Forms: fft = one FFT per "
-        f"layer; chunked = overlap-add in blocks of {args.chunk}; split = position blocks of "
+        f"layer; chunked = overlap-add in blocks of {args.chunk}; blocks = position blocks of "
         f"about {args.block_positions} and {args.channel_groups} channel groups (one FFT "
         "each). Fresh process per row. Peak = the process's peak resident set; rise = its rise "
         "during the encoding (above the parameters, the input and the runtime); predicted = "
@@ -445,8 +374,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--d-ff", type=int, default=2048)
     parser.add_argument("--state-size", type=int, default=512)
     parser.add_argument("--chunk", type=int, default=65536, help="overlap-add block (chunked)")
-    parser.add_argument("--block-positions", type=int, default=8192, help="split: positions")
-    parser.add_argument("--channel-groups", type=int, default=12, help="split: channel groups")
+    parser.add_argument("--block-positions", type=int, default=8192, help="blocks: positions")
+    parser.add_argument("--channel-groups", type=int, default=12, help="blocks: channel groups")
     parser.add_argument("--memory-limit-gb", type=float, default=24.0)
     parser.add_argument("--timeout", type=float, default=4 * 3600.0, help="per child, seconds")
     parser.add_argument(

@@ -7,7 +7,8 @@
 - ``ssm_block``: the gated bidirectional SSM block; ``t5``: RMSNorm, gated-GELU
   feed-forward, relative-position attention, the T5 decoder (and a full-attention T5
   encoder as baseline); ``generation``: greedy and beam search under ``jax.jit``;
-- ``locost``: the LOCOST model and its presets; ``locost_job``: gap-sentence
+- ``locost``: the LOCOST model and its presets; ``long_encoding``: the encoder on
+  million-token inputs in bounded memory; ``locost_job``: gap-sentence
   pretraining and summarization fine-tuning on the shared harness;
 - ``tokenizer`` (SentencePiece), ``summarization`` (offline documentation
   summarization data), ``rouge`` (ROUGE and the lead-k / random baselines),
@@ -21,6 +22,7 @@ from seq_models.bidirectional_conv import (
 )
 from seq_models.generation import beam_search, greedy_search
 from seq_models.locost import LOCOST, LOCOSTConfig, count_parameters, locost_config
+from seq_models.long_encoding import encode_in_blocks, encoder_layer_in_blocks
 from seq_models.s4d import s4d_kernel, s4d_kernel_reference, ssm_recurrence
 from seq_models.ssm_block import SSMBlock
 from seq_models.t5 import T5Decoder, T5Encoder
@@ -38,6 +40,8 @@ __all__ = [
     "bidirectional_conv_chunked",
     "bidirectional_conv_direct",
     "count_parameters",
+    "encode_in_blocks",
+    "encoder_layer_in_blocks",
     "greedy_search",
     "locost_config",
     "s4d_kernel",

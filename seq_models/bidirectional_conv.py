@@ -13,8 +13,8 @@ Both kernels contribute at lag 0. Three implementations that agree:
   Lags seen by the output are ``-(L-1)..L-1``, which are distinct modulo ``n`` when
   ``n >= 2L - 1``: correct for every ``L``.
 - :func:`bidirectional_conv_chunked`: the same convolution in blocks of ``chunk``
-  positions (partitioned overlap-add) with FFTs of size about ``2 chunk``, for inputs
-  whose length-``2L`` FFT does not fit in memory.
+  positions (partitioned overlap-add) with FFTs of size about ``2 chunk``, for when one
+  FFT of length ``2L`` is not possible (its kernels still span ``L``: see its memory note).
 - :func:`bidirectional_conv_direct`: explicit Toeplitz sums in float64 NumPy, ``O(L^2)``.
 
 FFTs and accumulations run in float32 whatever the input dtype; the output has the
@@ -120,9 +120,13 @@ def bidirectional_conv_chunked(
     each output block takes one inverse FFT. The loop runs over output blocks
     (``lax.map``) and input blocks (``lax.scan``).
 
-    Memory: ``O(B c H)`` per step besides the ``[B, L, H]`` output, instead of ``O(B L H)``
-    spectra for the one-FFT form; work: ``J^2`` input and kernel FFTs of size ``~2c``
-    (``J / 3`` to ``2 J / 3`` times the one-FFT form's FFT work).
+    Memory: the FFT buffers are ``O(B c H)`` per step instead of the one-FFT form's
+    ``O(B L H)`` spectra, but the kernels (``[H, L]`` each, and their lag-indexed copy)
+    still span the whole length, so the total is not smaller than the one-FFT form's (XLA's
+    figure for a base-width layer at 600K tokens is larger). To bound memory, split the
+    channels instead (``channel_groups`` of :func:`seq_models.ssm_block.ssm_apply`, and
+    :mod:`seq_models.long_encoding`). Work: ``J^2`` input and kernel FFTs of size
+    ``~2c`` (``J / 3`` to ``2 J / 3`` times the one-FFT form's FFT work).
 
     Args:
       u, k_fwd, k_bwd, d: as :func:`bidirectional_conv`.

@@ -54,7 +54,8 @@ class LOCOSTConfig:
       tie_embeddings: LM head tied to the token embedding.
       dtype: activation dtype, float32 or bfloat16.
       chunk: None for one FFT per encoder layer; an int for the overlap-add convolution in
-        blocks of that many positions (inputs whose FFT does not fit in memory).
+        blocks of that many positions (for inference on inputs too long for memory, use
+        ``seq_models.long_encoding`` instead).
     """
 
     vocab_size: int = option(32128, minimum=2)

@@ -92,6 +92,7 @@ def ssm_apply(
     *,
     chunk: int | None = None,
     kernel_chunk: int = KERNEL_CHUNK,
+    channel_groups: int = 1,
 ) -> jax.Array:
     """The S4D layer as a convolution: ``y = Kf *> u + Kb <* u + D u``.
 
@@ -102,6 +103,10 @@ def ssm_apply(
       chunk: ``None`` for one FFT of size ``>= 2L``; an int for the blockwise (overlap-add)
         convolution with blocks of ``chunk`` positions.
       kernel_chunk: block length of the kernel evaluation (:func:`seq_models.s4d.ssm_kernel`).
+      channel_groups: ``G`` dividing ``H``: the kernels and the convolution are computed for
+        ``H / G`` channels at a time (``lax.map``; each channel's SSM is independent), so
+        the ``[K, H, L]`` kernels and ``[B, ~L, H]`` spectra are never all in memory: the
+        convolution's working memory drops by about ``G`` for the same result.
 
     Returns:
       ``[B, L, H]`` in ``u``'s dtype (computed in float32).
@@ -112,6 +117,31 @@ def ssm_apply(
     if np.ndim(u) != 3 or np.shape(u)[-1] != h:
         raise ValueError(f"u must have shape [B, L, H] with H = {h}, got {np.shape(u)}")
     chunk = _check_optional_int(chunk, "chunk")
+    groups = _check_int(channel_groups, "channel_groups")
+    if h % groups:
+        raise ValueError(f"channel_groups must divide H = {h}, got {groups}")
+    if groups > 1:
+        width = h // groups
+
+        def group_params(a: jax.Array, axis: int) -> jax.Array:  # channels on `axis` -> [G, ...]
+            a = jnp.moveaxis(jnp.asarray(a), axis, 0)
+            return a.reshape(groups, width, *a.shape[1:])
+
+        grouped = S4DParams(
+            log_neg_re_a=group_params(params.log_neg_re_a, 0),
+            im_a=group_params(params.im_a, 0),
+            c=jnp.moveaxis(group_params(params.c, 1), 1, 2),  # [G, K, H/G, N2, 2]
+            log_dt=group_params(params.log_dt, 0),
+            d=group_params(params.d, 0),
+        )
+        b, length, _ = np.shape(u)
+        u_groups = jnp.moveaxis(jnp.reshape(u, (b, length, groups, width)), 2, 0)
+
+        def one_group(args: tuple[S4DParams, jax.Array]) -> jax.Array:
+            return ssm_apply(args[0], args[1], chunk=chunk, kernel_chunk=kernel_chunk)
+
+        y = jax.lax.map(one_group, (grouped, u_groups))  # [G, B, L, H/G]
+        return jnp.moveaxis(y, 0, 2).reshape(b, length, h)
     kernels = s4d_kernel(params, np.shape(u)[1], chunk=kernel_chunk)  # [K, H, L] float32
     k_bwd = kernels[1] if num_kernels == 2 else None
     d = jnp.asarray(params.d, jnp.float32)

@@ -1,8 +1,9 @@
 """Summarise a text of any length with a trained LOCOST run: ``python -m seq_models summarize``.
 
 The whole document is encoded at once (no truncation: the SSM encoder costs
-``O(L log L)``), one jitted layer at a time so a progress bar follows the encoder;
-the decoder then runs beam search from the cached encoder outputs.
+``O(L log L)``), one jitted layer at a time in bounded memory
+(:func:`seq_models.long_encoding.encode_in_blocks`) with a progress bar over the
+encoder layers; the decoder then runs beam search from the cached encoder outputs.
 """
 
 from __future__ import annotations
@@ -10,14 +11,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from miles_cli import UsageError
-from seq_models.locost import LOCOST, LOCOSTEncoderLayer, beam_decoder
-from seq_models.t5 import RMSNorm
+from seq_models.locost import LOCOST, beam_decoder
+from seq_models.long_encoding import encode_in_blocks
 from seq_models.tokenizer import Tokenizer
 
 
@@ -40,27 +39,6 @@ def read_document(path: str | os.PathLike) -> str:
     return text
 
 
-def encode_document(
-    model: LOCOST, params, tokens: np.ndarray, *, progress: bool = True
-) -> jax.Array:
-    """Encoder outputs ``[1, L, D]`` of ``tokens: [L]``, one jitted layer at a time."""
-    config = model.config
-    ids = jnp.asarray(tokens, jnp.int32)[None]
-    h = model.apply({"params": params}, ids, method=LOCOST.embed_tokens)
-    layer = jax.jit(lambda p, h: LOCOSTEncoderLayer(config).apply({"params": p}, h))
-    bar = tqdm(
-        range(config.num_encoder_layers),
-        desc=f"encoder ({len(tokens):,} tokens)",
-        disable=not progress,
-        dynamic_ncols=True,
-    )
-    h = h.astype(jnp.dtype(config.dtype))
-    for i in bar:
-        h = layer(params["encoder"][f"layers_{i}"], h)
-        h.block_until_ready()
-    return RMSNorm().apply({"params": params["encoder"]["final_norm"]}, h)
-
-
 def summarize_text(
     model: LOCOST,
     params,
@@ -73,7 +51,7 @@ def summarize_text(
 ) -> tuple[str, int]:
     """``(summary, number of input tokens)`` of ``text``, however long."""
     tokens = np.asarray(tokenizer.encode(text, add_eos=True), np.int32)
-    encoded = encode_document(model, params, tokens, progress=progress)
+    encoded = encode_in_blocks(model, params, tokens[None], progress=progress)
     decode = beam_decoder(model, max_length, num_beams, tokenizer.eos_id, tokenizer.pad_id)
     out = np.asarray(decode(params, encoded, jnp.ones(encoded.shape[:2], bool)))[0]
     return tokenizer.decode(out.tolist()), len(tokens)

@@ -33,7 +33,7 @@ H, N = 3, 16  # channels, state size (8 complex modes)
 kernel_fn = jax.jit(s4d_kernel, static_argnums=1, static_argnames="chunk")
 conv_fn = jax.jit(bidirectional_conv)
 chunked_fn = jax.jit(bidirectional_conv_chunked, static_argnames="chunk")
-apply_fn = jax.jit(ssm_apply, static_argnames=("chunk", "kernel_chunk"))
+apply_fn = jax.jit(ssm_apply, static_argnames=("chunk", "kernel_chunk", "channel_groups"))
 recurrence_fn = jax.jit(ssm_recurrence)
 init_fn = jax.jit(init_s4d, static_argnums=(1, 2), static_argnames="num_kernels")
 
@@ -231,6 +231,17 @@ def test_recurrence_equals_convolution(params, num_kernels):
         y_future = apply_fn(p, u.at[:, 60:].add(3.0))
         np.testing.assert_allclose(y_future[:, :60], y[:, :60], atol=1e-6)
         assert not np.allclose(y_future[:, 60:], y[:, 60:])
+
+
+@pytest.mark.parametrize(("groups", "chunk"), [(3, None), (3, 16)])
+def test_channel_groups_equal_all_channels(params, groups, chunk):
+    u = jax.random.normal(jax.random.key(6), (2, 37, H))
+    whole = apply_fn(params, u, chunk=chunk)
+    assert rel_err(apply_fn(params, u, chunk=chunk, channel_groups=groups), whole) < 2e-6
+    causal = params._replace(c=params.c[:1])
+    assert rel_err(apply_fn(causal, u, channel_groups=groups), apply_fn(causal, u)) < 2e-6
+    with pytest.raises(ValueError, match=f"channel_groups must divide H = {H}, got 2"):
+        ssm_apply(params, u, channel_groups=2)
 
 
 # ----------------------------------------------------------------------------- block
