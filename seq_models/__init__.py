@@ -12,7 +12,9 @@
   pretraining and summarization fine-tuning on the shared harness;
 - ``tokenizer`` (SentencePiece), ``summarization`` (offline documentation
   summarization data), ``rouge`` (ROUGE and the lead-k / random baselines),
-  ``gap_sentences`` (the pretraining objective).
+  ``gap_sentences`` (the pretraining objective);
+- ``chain_causal``: chain-and-causal attention (ChaCAL), its blocked solve, decode step
+  and explicit-inverse reference.
 """
 
 from seq_models.bidirectional_conv import (
@@ -20,6 +22,7 @@ from seq_models.bidirectional_conv import (
     bidirectional_conv_chunked,
     bidirectional_conv_direct,
 )
+from seq_models.chain_causal import ChainCausalAttention, chain_causal_attention
 from seq_models.generation import beam_search, greedy_search
 from seq_models.locost import LOCOST, LOCOSTConfig, count_parameters, locost_config
 from seq_models.long_encoding import encode_in_blocks, encoder_layer_in_blocks
@@ -29,6 +32,7 @@ from seq_models.t5 import T5Decoder, T5Encoder
 from seq_models.tokenizer import Tokenizer, train_tokenizer
 
 __all__ = [
+    "ChainCausalAttention",
     "LOCOST",
     "LOCOSTConfig",
     "SSMBlock",
@@ -39,6 +43,7 @@ __all__ = [
     "bidirectional_conv",
     "bidirectional_conv_chunked",
     "bidirectional_conv_direct",
+    "chain_causal_attention",
     "count_parameters",
     "encode_in_blocks",
     "encoder_layer_in_blocks",
