@@ -1,4 +1,5 @@
-"""Greedy and beam-search decoding under ``jax.jit``, generic over a cached step function.
+"""Greedy, beam-search and sampled decoding under ``jax.jit``, generic over a cached step
+function.
 
 The step function contract::
 
@@ -20,6 +21,10 @@ surviving beams' origins.
 Length penalty (GNMT / T5): a finished hypothesis of ``n`` tokens (its EOS included) with
 summed log-probability ``log p`` scores ``log p / ((5 + n) / 6) ** alpha``; ``alpha = 0``
 ranks by log-probability alone.
+
+Sampling: :func:`sample` (temperature, nucleus filtering by :func:`top_p_filter`) and
+:func:`noisy_sample`, SCOPE's per-sequence mixture of a conditional and an unconditional
+model, two caches advanced together.
 
 ``uncached_step_fn`` turns a full-sequence model into a step function that recomputes the
 whole prefix at every step: the slow reference that cached decoding is tested against.
@@ -323,3 +328,208 @@ def uncached_step_fn(logits_fn: Callable[[PyTree, jax.Array, PyTree], jax.Array]
         return logits, {"prefix": prefix, "index": index + 1, "context": cache["context"]}
 
     return step
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def top_p_filter(logits: jax.Array, top_p: float | jax.Array) -> jax.Array:
+    """Nucleus filtering: ``logits [N, V]`` with ``-inf`` outside the smallest set of
+    most probable tokens whose probability reaches ``top_p`` (the most probable token is
+    always kept; tokens tied with the last kept one are kept too). ``top_p >= 1`` keeps
+    every token (no filtering, whatever the float32 rounding of tiny probabilities).
+    Float32."""
+    logits = jnp.asarray(logits, jnp.float32)
+    ordered = -jnp.sort(-logits, axis=-1)
+    probs = jax.nn.softmax(ordered, axis=-1)
+    before = jnp.cumsum(probs, axis=-1) - probs  # mass of the strictly more probable tokens
+    kept = jnp.maximum(jnp.sum(before < top_p, axis=-1), 1)
+    threshold = jnp.take_along_axis(ordered, (kept - 1)[:, None], axis=-1)
+    return jnp.where((logits >= threshold) | (top_p >= 1), logits, -jnp.inf)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "cond_step",
+        "uncond_step",
+        "max_length",
+        "conditional_steps",
+        "eos_id",
+        "pad_id",
+    ),
+)
+def _sample(
+    cond_step,
+    uncond_step,
+    params,
+    caches,
+    start_tokens,
+    key,
+    alpha,
+    temperature,
+    top_p,
+    *,
+    max_length,
+    conditional_steps,
+    eos_id,
+    pad_id,
+):
+    batch = start_tokens.shape[0]
+
+    def body(state):
+        i, last, tokens, from_uncond, finished, caches = state
+        token_key, coin_key = jax.random.split(jax.random.fold_in(key, i))
+        logits, cond_cache = cond_step(params[0], last, caches[0])
+        _check_logits(logits, batch)
+        logits = top_p_filter(logits.astype(jnp.float32) / temperature, top_p)
+        use_uncond = jnp.zeros((batch,), bool)
+        new_caches = (cond_cache,)
+        if uncond_step is not None:
+            lm_logits, uncond_cache = uncond_step(params[1], last, caches[1])
+            _check_logits(lm_logits, batch)
+            # The unconditional model may only pick tokens the conditional model allows.
+            lm_logits = jnp.where(
+                jnp.isneginf(logits), -jnp.inf, lm_logits.astype(jnp.float32) / temperature
+            )
+            lm_logits = top_p_filter(lm_logits, top_p)
+            coin = jax.random.bernoulli(coin_key, alpha, (batch,))
+            use_uncond = coin & (i >= conditional_steps) & ~finished
+            logits = jnp.where(use_uncond[:, None], lm_logits, logits)
+            new_caches = (cond_cache, uncond_cache)
+        token = jax.random.categorical(token_key, logits, axis=-1).astype(jnp.int32)
+        token = jnp.where(finished, pad_id, token)
+        tokens = tokens.at[:, i].set(token)
+        from_uncond = from_uncond.at[:, i].set(use_uncond)
+        if eos_id is not None:
+            finished = finished | (token == eos_id)
+        return i + 1, token, tokens, from_uncond, finished, new_caches
+
+    def cond(state):
+        i, *_, finished, _ = state
+        return (i < max_length) & ~jnp.all(finished)
+
+    state = (
+        jnp.array(0, jnp.int32),
+        start_tokens.astype(jnp.int32),
+        jnp.full((batch, max_length), pad_id, jnp.int32),
+        jnp.zeros((batch, max_length), bool),
+        jnp.zeros((batch,), bool),
+        caches,
+    )
+    _, _, tokens, from_uncond, _, _ = lax.while_loop(cond, body, state)
+    return tokens, from_uncond
+
+
+def _check_sampling(temperature: Any, top_p: Any) -> None:
+    if not (isinstance(temperature, int | float) and temperature > 0):
+        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+    if not (isinstance(top_p, int | float) and 0 < top_p <= 1):
+        raise ValueError(f"top_p must be a number in (0, 1], got {top_p!r}")
+
+
+def sample(
+    step_fn: StepFn,
+    params: PyTree,
+    cache: PyTree,
+    start_tokens: jax.Array,
+    key: jax.Array,
+    *,
+    max_length: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    eos_id: int | None,
+    pad_id: int = 0,
+) -> jax.Array:
+    """Ancestral sampling with temperature and nucleus (top-p) filtering.
+
+    At step ``i`` the token is drawn from ``softmax(top_p_filter(logits / temperature))``
+    with the key ``split(fold_in(key, i))[0]``. EOS, padding, the start tokens and the
+    cache as in :func:`greedy_search`. Returns ``int32 [B, max_length]``.
+    """
+    tokens, _ = noisy_sample(
+        step_fn,
+        params,
+        cache,
+        None,
+        None,
+        None,
+        start_tokens,
+        key,
+        alpha=0.0,
+        max_length=max_length,
+        temperature=temperature,
+        top_p=top_p,
+        eos_id=eos_id,
+        pad_id=pad_id,
+    )
+    return tokens
+
+
+def noisy_sample(
+    cond_step_fn: StepFn,
+    cond_params: PyTree,
+    cond_cache: PyTree,
+    uncond_step_fn: StepFn | None,
+    uncond_params: PyTree,
+    uncond_cache: PyTree,
+    start_tokens: jax.Array,
+    key: jax.Array,
+    *,
+    alpha: float,
+    max_length: int,
+    temperature: float = 0.6,
+    top_p: float = 0.9,
+    conditional_steps: int = 2,
+    eos_id: int | None,
+    pad_id: int = 0,
+) -> tuple[jax.Array, jax.Array]:
+    """SCOPE's noisy decoding: a mixture of a conditional and an unconditional model.
+
+    At every step ``i >= conditional_steps``, independently for each sequence, a coin
+    with probability ``alpha`` (key ``split(fold_in(key, i))[1]``) picks the
+    unconditional model (``uncond_step_fn``, e.g. the pretrained LM without the context)
+    for the next token, otherwise the conditional one (the fine-tuned model). Both models
+    read the same tokens and keep their own caches. The conditional logits are scaled by
+    ``1 / temperature`` and nucleus-filtered; the unconditional logits are scaled, set to
+    ``-inf`` wherever the conditional ones are, then nucleus-filtered. The token is drawn
+    from the chosen distribution with the key ``split(fold_in(key, i))[0]``, so that
+    ``alpha = 0`` gives exactly :func:`sample` with the same key.
+
+    Args:
+      cond_step_fn, cond_params, cond_cache: the conditional model (step-function
+        contract of this module).
+      uncond_step_fn, uncond_params, uncond_cache: the unconditional model, or
+        ``None, None, None`` for plain sampling.
+      start_tokens: ``int [B]``; key: a PRNG key.
+      alpha: probability of an unconditional step, in ``[0, 1]``.
+      max_length, eos_id, pad_id: as :func:`greedy_search`.
+      temperature, top_p: sampling settings (SCOPE: 0.6 and 0.9).
+      conditional_steps: the first steps always taken from the conditional model.
+
+    Returns:
+      ``(tokens int32 [B, max_length], from_uncond bool [B, max_length])``: the sample and
+      the steps whose token came from the unconditional model.
+    """
+    batch = _check_start_tokens(start_tokens)
+    _check_cache(cond_cache, batch)
+    if uncond_step_fn is not None:
+        _check_cache(uncond_cache, batch)
+    if not (isinstance(alpha, int | float) and 0 <= alpha <= 1):
+        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+    _check_sampling(temperature, top_p)
+    return _sample(
+        cond_step_fn,
+        uncond_step_fn,
+        (cond_params, uncond_params),
+        (cond_cache,) if uncond_step_fn is None else (cond_cache, uncond_cache),
+        jnp.asarray(start_tokens),
+        key,
+        jnp.float32(alpha),
+        jnp.float32(temperature),
+        jnp.float32(top_p),
+        max_length=_check_int(max_length, "max_length", minimum=1),
+        conditional_steps=_check_int(conditional_steps, "conditional_steps", minimum=0),
+        eos_id=_check_token_id(eos_id, "eos_id", optional=True),
+        pad_id=_check_token_id(pad_id, "pad_id"),
+    )
