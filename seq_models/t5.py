@@ -478,6 +478,8 @@ class T5DecoderLayer(nn.Module):
 
     ``self_mask``/``cross_mask``: boolean, broadcastable to ``[B, H, T, T_keys]`` and
     ``[B, H, T, S]``; ``self_bias: [1, H, T, T_keys]``; ``decode`` as in ``Attention``.
+    ``cross_attention=False`` leaves the cross-attention sub-layer out (a decoder-only
+    layer; ``encoded`` and ``cross_mask`` are then ignored).
     """
 
     num_heads: int
@@ -485,6 +487,7 @@ class T5DecoderLayer(nn.Module):
     d_ff: int
     dropout: float = 0.0
     dtype: Dtype = jnp.float32
+    cross_attention: bool = True
 
     def __post_init__(self) -> None:
         _check_int(self.num_heads, "num_heads")
@@ -512,11 +515,16 @@ class T5DecoderLayer(nn.Module):
             h, mask=self_mask, bias=self_bias, deterministic=deterministic, decode=decode
         )
         x = x + drop(h, deterministic=deterministic)
-        h = RMSNorm(name="cross_attention_norm")(x)
-        h = Attention(
-            self.num_heads, self.head_dim, cross_attention=True, name="cross_attention", **kwargs
-        )(h, encoded, mask=cross_mask, deterministic=deterministic, decode=decode)
-        x = x + drop(h, deterministic=deterministic)
+        if self.cross_attention:
+            h = RMSNorm(name="cross_attention_norm")(x)
+            h = Attention(
+                self.num_heads,
+                self.head_dim,
+                cross_attention=True,
+                name="cross_attention",
+                **kwargs,
+            )(h, encoded, mask=cross_mask, deterministic=deterministic, decode=decode)
+            x = x + drop(h, deterministic=deterministic)
         h = RMSNorm(name="ffn_norm")(x)
         h = GatedGeluFeedForward(x.shape[-1], self.d_ff, self.dropout, self.dtype, name="ffn")(
             h, deterministic
@@ -540,6 +548,9 @@ class T5Decoder(nn.Module):
     decoder-level cache holds ``index`` (int32 scalar, the next position),
     ``self_mask: [B, max_length]`` (written positions) and ``encoder_mask: [B, S]``.
     Decoding past ``max_length`` is not detected inside ``jit``.
+
+    ``cross_attention=False``: a decoder-only stack (no cross-attention, ``encoded`` and
+    ``encoder_mask`` unused and not cached).
     """
 
     num_layers: int
@@ -551,11 +562,30 @@ class T5Decoder(nn.Module):
     dtype: Dtype = jnp.float32
     num_buckets: int = NUM_BUCKETS
     max_distance: int = MAX_DISTANCE
+    cross_attention: bool = True
 
     def __post_init__(self) -> None:
         _check_stack(self)
         _check_buckets(self.num_buckets, self.max_distance, False)
+        if not isinstance(self.cross_attention, bool):
+            raise ValueError(f"cross_attention must be a bool, got {self.cross_attention!r}")
         super().__post_init__()
+
+    def _check_encoded(
+        self, encoded: jax.Array | None, encoder_mask: jax.Array | None, batch: int
+    ) -> jax.Array:
+        """The encoder mask ``[B, S]`` (all True if None) after checking ``encoded``."""
+        if encoded is None:
+            raise ValueError("encoded must be the encoder outputs [batch, S, d], got None")
+        _check_last_dim(encoded, self.d_model, "encoded")
+        if encoded.shape[0] != batch:
+            raise ValueError(
+                f"encoded must have batch size {batch} (that of targets), got {encoded.shape[0]}"
+            )
+        _check_mask(encoder_mask, encoded.shape[:2], "encoder_mask")
+        if encoder_mask is None:
+            return jnp.ones(encoded.shape[:2], bool)
+        return encoder_mask.astype(bool)
 
     @nn.compact
     def __call__(
@@ -586,28 +616,20 @@ class T5Decoder(nn.Module):
             self.put_variable("cache", "self_mask", written)
             self_mask = written[:, None, None, :]
             self_bias = relative_bias(index[None], jnp.arange(written.shape[1]))
-            encoder_mask = self.get_variable("cache", "encoder_mask")
+            if self.cross_attention:
+                encoder_mask = self.get_variable("cache", "encoder_mask")
         else:
-            if encoded is None:
-                raise ValueError("encoded must be the encoder outputs [batch, S, d], got None")
-            _check_last_dim(encoded, self.d_model, "encoded")
-            if encoded.shape[0] != batch:
-                raise ValueError(
-                    f"encoded must have batch size {batch} (that of targets), got "
-                    f"{encoded.shape[0]}"
-                )
-            _check_mask(encoder_mask, encoded.shape[:2], "encoder_mask")
-            if encoder_mask is None:
-                encoder_mask = jnp.ones(encoded.shape[:2], bool)
-            encoder_mask = encoder_mask.astype(bool)
+            if self.cross_attention:
+                encoder_mask = self._check_encoded(encoded, encoder_mask, batch)
             if decode:
                 self.put_variable("cache", "index", jnp.array(0, jnp.int32))
                 self.put_variable("cache", "self_mask", jnp.zeros((batch, length), bool))
-                self.put_variable("cache", "encoder_mask", encoder_mask)
+                if self.cross_attention:
+                    self.put_variable("cache", "encoder_mask", encoder_mask)
             positions = jnp.arange(length)
             self_mask = causal_mask(length)
             self_bias = relative_bias(positions, positions)
-        cross_mask = encoder_mask[:, None, None, :]
+        cross_mask = encoder_mask[:, None, None, :] if self.cross_attention else None
 
         drop = nn.Dropout(self.dropout)
         x = drop(targets.astype(self.dtype), deterministic=deterministic)
@@ -618,6 +640,7 @@ class T5Decoder(nn.Module):
                 self.d_ff,
                 self.dropout,
                 self.dtype,
+                self.cross_attention,
                 name=f"layers_{i}",
             )(x, encoded, self_mask, self_bias, cross_mask, deterministic, decode)
         return drop(RMSNorm(name="final_norm")(x), deterministic=deterministic)
