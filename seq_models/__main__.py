@@ -1,9 +1,11 @@
-"""Command line: ``python -m seq_models {locost-train,summarize} [options]``.
+"""Command line: ``python -m seq_models {locost-train,summarize,chacal-train} [options]``.
 
 ``locost-train`` pretrains (gap sentences) and fine-tunes the ``tiny`` LOCOST on the
 offline documentation-summarization data and reports ROUGE beside the lead-3 and
 random-3 baselines; ``summarize --run-dir DIR FILE`` summarises a text file of any
-length with a trained run.
+length with a trained run; ``chacal-train --task tracking|boxes`` trains a
+chain-and-causal attention model (or a standard transformer, ``--attention standard
+standard``) on generated entity-tracking data.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from miles_cli import UsageError, check_config, config_to_dict, dispatch, option, run_command
+from seq_models.chacal_job import ChaCALConfig, chacal_train, default_run_dir
 from seq_models.locost_job import LOCOSTJobConfig, train_locost
 from seq_models.summarize import read_document, summarize_text
 from training import harness
@@ -122,6 +125,16 @@ COMMANDS = {
         prog="python -m seq_models summarize",
         description="Summarise a text file of any length with a trained LOCOST run.",
         run_dir=True,
+    ),
+    "chacal-train": lambda argv: run_command(
+        ChaCALConfig,
+        chacal_train,
+        argv,
+        prog="python -m seq_models chacal-train",
+        description="Train chain-and-causal attention (or a standard transformer) on "
+        "generated entity tracking: chains of reassignments or Boxes.",
+        run_dir=default_run_dir,
+        progress=True,
     ),
 }
 
