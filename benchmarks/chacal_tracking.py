@@ -85,7 +85,7 @@ def main() -> None:
     print("|---" * (3 + len(GROUPS)) + "|")
     curves, summary = {}, {}
     for name, runs in results.items():
-        by_n = np.array([[r["accuracy_by_changes"][str(n)] for n in CHANGES] for r in runs])
+        by_n = np.array([[r["accuracy_by_changes"][n] for n in CHANGES] for r in runs])
         mean = by_n.mean(axis=0)
         cells = [f"{mean[lo : hi + 1].mean():.2f}" for lo, hi in GROUPS]
         ms = np.median([r["ms_per_step"] for r in runs])
