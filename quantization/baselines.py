@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_limits
 
 from quantization.conditional import Body
 
@@ -98,8 +99,10 @@ def kmeans_quantizer(samples, num_points: int, *, seed: int = 0):
             f"samples must be [batch, m >= num_points = {num_points}, d], got {samples.shape}"
         )
     points, weights = [], []
-    for row in samples:
-        fit = KMeans(num_points, n_init=3, random_state=seed).fit(row)
-        points.append(fit.cluster_centers_)
-        weights.append(np.bincount(fit.labels_, minlength=num_points) / len(row))
+    # One thread: on problems this small, thread start-up costs 30x the clustering.
+    with threadpool_limits(1):
+        for row in samples:
+            fit = KMeans(num_points, n_init=3, random_state=seed).fit(row)
+            points.append(fit.cluster_centers_)
+            weights.append(np.bincount(fit.labels_, minlength=num_points) / len(row))
     return np.stack(points).astype(np.float32), np.stack(weights)

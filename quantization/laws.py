@@ -13,6 +13,7 @@ quantization can be judged in W2 against fresh draws of the truth at every test 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -30,6 +31,7 @@ def _mixture(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return means, weights
 
 
+@functools.partial(jax.jit, static_argnums=2)
 def _mixture_conditional(key, x, count):
     means, weights = _mixture(x)
     k_component, k_noise = jax.random.split(key)
@@ -44,6 +46,7 @@ def _ring_radius(x):
     return 1 + 0.5 * x
 
 
+@functools.partial(jax.jit, static_argnums=2)
 def _ring_conditional(key, x, count):
     k_angle, k_noise = jax.random.split(key)
     angle = jax.random.uniform(k_angle, (len(x), count), maxval=2 * jnp.pi)
@@ -55,6 +58,7 @@ def _hetero_sd(x):
     return 0.1 + 0.4 * jnp.abs(x)
 
 
+@functools.partial(jax.jit, static_argnums=2)
 def _hetero_conditional(key, x, count):
     noise = jax.random.normal(key, (len(x), count))
     return (jnp.sin(jnp.pi * x)[:, None] + _hetero_sd(x)[:, None] * noise)[..., None]
@@ -92,14 +96,18 @@ class ConditionalLaw:
 
     def sample(self, key: jax.Array, num: int) -> tuple[np.ndarray, np.ndarray]:
         """``num`` joint draws: ``(x [num, 1], y [num, dim_y])`` float32."""
-        k_x, k_y = jax.random.split(key)
-        x = jax.random.uniform(k_x, (num, 1), minval=-1.0, maxval=1.0)
-        return np.asarray(x), self.conditional(k_y, x, 1)[:, 0]
+        x = _uniform_inputs(key, num)
+        return np.asarray(x), self.conditional(jax.random.fold_in(key, 1), x, 1)[:, 0]
 
     def reference(self, x) -> dict[str, np.ndarray]:
         """The truth's curves at ``x: [batch, 1]`` (component means, radius, mean +- sd)."""
         x = jnp.asarray(x, jnp.float32)[:, 0]
         return {label: np.asarray(v) for label, v in self.reference_fn(x).items()}
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _uniform_inputs(key, num):
+    return jax.random.uniform(key, (num, 1), minval=-1.0, maxval=1.0)
 
 
 def _mixture_reference(x):
