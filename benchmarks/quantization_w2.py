@@ -4,8 +4,8 @@
    and a few seeds, ``python -m quantization train`` runs (the shared harness) of the
    conditional quantizer and of the mixture density network (same body, scored by its
    component means with the mixture weights), each scored by the exact W2 between its
-   n weighted points and 400 draws of the true conditional at 32 test inputs; beside
-   them k-means on the targets of the 200 nearest training inputs and k-means on fresh
+   n weighted points and 400 stratified draws of the true conditional at 32 test inputs;
+   beside them k-means on the targets of the 200 nearest training inputs and k-means on fresh
    draws of the truth (the oracle: what an n-point quantizer can reach). n = 1 of CCLVQ
    is the conditional mean (its loss is then the squared error). Mean +- sd over seeds.
 2. Dead heads of the trained quantizers (heads with no win on the training set).
@@ -66,8 +66,8 @@ def w2_tables(args) -> None:
     print("\n### 1. Mean W2 to the true conditional against n (mean ± sd over seeds)\n")
     print(
         f"{args.steps} Adam steps, batch 256, 10 000 training draws, MLP 64-64; W2 at 32 test "
-        "inputs in [-1, 1] against 400 true draws each. CCLVQ at n = 1 is the conditional mean; "
-        "MDN scored by its component means and mixture weights.\n"
+        "inputs in [-1, 1] against 400 stratified true draws each. CCLVQ at n = 1 is the "
+        "conditional mean; MDN scored by its component means and mixture weights.\n"
     )
     dead: dict[int, list[int]] = {n: [] for n in args.ns}
     for law in args.laws:

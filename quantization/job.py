@@ -5,10 +5,11 @@ inpaint``); ``training.train_and_evaluate(config, run_dir)`` runs either.
 A synthetic run trains ``ConditionalQuantizer`` (or, with ``model="mdn"``, the mixture
 density network baseline) on draws of a ``laws.LAWS`` law and judges its ``n`` weighted
 points at ``test_inputs`` inputs evenly spaced in ``[-1, 1]``: the exact W2 distance to
-``samples_per_input`` draws of the true conditional, averaged over the inputs, beside
-k-means on the targets of the nearest training inputs and k-means on fresh draws of the
-truth (the oracle). It leaves ``quantization.png`` (each head's point against ``x`` with
-the truth dashed), ``w2.png`` (W2 against ``x``) and ``results.json``.
+``samples_per_input`` draws of the true conditional (stratified: ``laws``), averaged
+over the inputs, beside k-means on the targets of the nearest training inputs and
+k-means on fresh draws of the truth (the oracle). It leaves ``quantization.png`` (each
+head's point against ``x`` with the truth dashed), ``w2.png`` (W2 against ``x``) and
+``results.json``.
 """
 
 from __future__ import annotations
@@ -163,14 +164,14 @@ class SyntheticConfig(QuantizerConfig):
         law = LAWS[self.law]
         x_test = experiment.extras["x_test"]
         k_truth, k_oracle = jax.random.split(jax.random.key(TRUTH_KEY))
-        truth = law.conditional(k_truth, x_test, self.samples_per_input)
+        truth = law.conditional(k_truth, x_test, self.samples_per_input, stratified=True)
         points, weights = jax.jit(experiment.model.predict)(result.state.params, x_test)
         points, weights = np.asarray(points), np.asarray(weights, np.float64)
         scores = {self.model: w2_to_samples(points, weights, truth)}
         if self.baselines:
             x, y = experiment.extras["train"]
             near = nearest_targets(x, y, x_test, self.neighbours)
-            fresh = law.conditional(k_oracle, x_test, self.samples_per_input)
+            fresh = law.conditional(k_oracle, x_test, self.samples_per_input, stratified=True)
             for name, draws in (("knn_kmeans", near), ("oracle_kmeans", fresh)):
                 scores[name] = w2_to_samples(*kmeans_quantizer(draws, self.num_points), truth)
         plot_quantization(law, x_test, points, weights, Path(run_dir) / QUANTIZATION_PLOT)

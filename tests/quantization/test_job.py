@@ -51,7 +51,7 @@ def test_reported_w2_lies_between_transport_bounds(demo_run):
     x = experiment.extras["x_test"]
     points, weights = (np.asarray(a, np.float64) for a in experiment.model.predict(state.params, x))
     truth = LAWS[config.law].conditional(
-        jax.random.split(jax.random.key(TRUTH_KEY))[0], x, config.samples_per_input
+        jax.random.split(jax.random.key(TRUTH_KEY))[0], x, config.samples_per_input, stratified=True
     )
     reported = np.array(json.loads((run_dir / "results.json").read_text())["w2_per_input"]["cclvq"])
     d2 = np.sum((truth[:, :, None] - points[:, None]) ** 2, axis=-1)  # [batch, m, n]

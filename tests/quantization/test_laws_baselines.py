@@ -28,6 +28,15 @@ def test_laws_sample_their_stated_conditionals():
     hetero = LAWS["heteroscedastic"].conditional(key, X, 20_000)[..., 0]
     np.testing.assert_allclose(hetero.mean(1), np.sin(np.pi * X[:, 0]), atol=0.02)
     np.testing.assert_allclose(hetero.std(1), 0.1 + 0.4 * np.abs(X[:, 0]), rtol=0.03)
+    # Stratified draws: component shares exact to 1 / count, the angles evenly spread.
+    mix = LAWS["mixture"].conditional(key, X, 400, stratified=True)[..., 0]
+    for row, x, weights in zip(mix, X[:, 0], mixture_weights(X), strict=True):
+        means = np.array([-2 + x, 1.5 * x**2, 2 - x])
+        component = np.argmin(np.abs(row[:, None] - means), axis=1)
+        np.testing.assert_allclose(np.bincount(component, minlength=3) / 400, weights, atol=3e-3)
+    ring = LAWS["ring"].conditional(key, X, 400, stratified=True)
+    angles = np.sort(np.arctan2(ring[..., 1], ring[..., 0]), axis=1)
+    assert np.abs(np.diff(angles, axis=1)).max() < 2 * (2 * np.pi / 400)
     x, y = LAWS["ring"].sample(key, 500)
     assert x.shape == (500, 1) and y.shape == (500, 2) and -1 <= x.min() < x.max() <= 1
     with pytest.raises(ValueError, match=r"x must be \[batch, 1\], got shape \(3,\)"):
