@@ -33,6 +33,7 @@ from quantization.laws import LAWS
 from quantization.wasserstein import w2_to_samples
 from training import harness, runs
 from training.datasets import load_digits
+from training.datasets.images import DIGITS_TEST_SIZE
 
 MODELS = ("cclvq", "mdn")
 VALID_SIZE = 2000
@@ -40,6 +41,7 @@ TRUTH_KEY = 20260  # the same true-conditional draws for every run, model and se
 QUANTIZATION_PLOT = "quantization.png"
 W2_PLOT = "w2.png"
 GRID_PLOT = "inpainting.png"
+DIGITS_TRAIN_SIZE = 1797 - DIGITS_TEST_SIZE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,7 +249,15 @@ class InpaintingConfig(QuantizerConfig):
     batch_size: int = option(128, minimum=1)
     num_steps: int = option(2000, minimum=1, flag="--steps")
     learning_rate: float = option(1e-3, positive=True)
-    examples: int = option(8, minimum=1, maximum=297, identity=False)
+    examples: int = option(8, minimum=1, maximum=DIGITS_TEST_SIZE, identity=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.batch_size > DIGITS_TRAIN_SIZE:
+            raise ValueError(
+                f"batch_size must be <= the {DIGITS_TRAIN_SIZE} training digits, got "
+                f"{self.batch_size}"
+            )
 
     def build(self, run_dir: Path) -> harness.Experiment:
         """Digits 8x8 (train and test halves), the quantizer, Adam state, the loss."""

@@ -84,6 +84,7 @@ def test_other_run_in_the_directory_is_refused(demo_run, capsys):
         ),
         (["train", "--model", "gmm"], "invalid choice: 'gmm'"),
         (["inpaint", "--num-points", "0"], "num_points must be an integer >= 1, got 0"),
+        (["inpaint", "--batch-size", "1501"], "batch_size must be <= the 1500 training digits"),
         (["demo", "--num-points", "1"], "num_points must be an integer >= 2, got 1"),
     ],
 )
