@@ -18,6 +18,7 @@ from pathlib import Path
 from miles_cli import UsageError, check_config, config_to_dict, dispatch, option, run_command
 from seq_models.chacal_job import ChaCALConfig, chacal_train, default_run_dir
 from seq_models.locost_job import LOCOSTJobConfig, train_locost
+from seq_models.scope_job import ScopeRunConfig, scope_command
 from seq_models.summarize import read_document, summarize_text
 from training import harness
 
@@ -125,6 +126,17 @@ COMMANDS = {
         prog="python -m seq_models summarize",
         description="Summarise a text file of any length with a trained LOCOST run.",
         run_dir=True,
+    ),
+    "scope": lambda argv: run_command(
+        ScopeRunConfig,
+        scope_command,
+        argv,
+        prog="python -m seq_models scope",
+        description="SCOPE on generated data-to-text: unconditional LM, SFT, noisy "
+        "negatives and DPO; hallucination, omission, PARENT-style and ROUGE scores of SFT, "
+        "SFT + SCOPE and context-aware decoding.",
+        run_dir="runs/scope",
+        progress=True,
     ),
     "chacal-train": lambda argv: run_command(
         ChaCALConfig,

@@ -192,13 +192,21 @@ def sequence_loss(model: LOCOST):
             deterministic=rng is None,
             rngs=None if rng is None else {"dropout": rng},
         )
-        mask = batch["targets_mask"].astype(jnp.float32)
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
-        correct = jnp.argmax(logits, -1) == batch["targets"]
-        count = jnp.maximum(mask.sum(), 1.0)
-        return jnp.sum(losses * mask) / count, {"token_accuracy": jnp.sum(correct * mask) / count}
+        return token_loss(logits, batch["targets"], batch["targets_mask"])
 
     return loss_fn
+
+
+def token_loss(
+    logits: jax.Array, targets: jax.Array, mask: jax.Array
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Mean cross-entropy of ``logits [B, T, V]`` on ``targets [B, T]`` where ``mask [B, T]``
+    is set, and the token accuracy there."""
+    mask = mask.astype(jnp.float32)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    correct = jnp.argmax(logits, -1) == targets
+    count = jnp.maximum(mask.sum(), 1.0)
+    return jnp.sum(losses * mask) / count, {"token_accuracy": jnp.sum(correct * mask) / count}
 
 
 def pretrained_params(run_dir: str | os.PathLike, template: training.TrainState) -> Any:
