@@ -30,21 +30,10 @@ from pathlib import Path
 import numpy as np
 from _machine import machine_line
 
-METRICS = (
-    ("hallucination_rate", "hallucinated values"),
-    ("hallucinated_outputs", "outputs with one"),
-    ("omission_rate", "omitted values"),
-    ("parent_precision", "PARENT P"),
-    ("parent_recall", "PARENT R"),
-    ("parent_f1", "PARENT F1"),
-    ("rouge1", "ROUGE-1"),
-    ("rougeL", "ROUGE-L"),
-)
+from seq_models.scope_job import TABLE_COLUMNS, ScopeRunConfig, run_scope
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    from seq_models.scope_job import ScopeRunConfig, run_scope
-
     results = []
     for seed in args.seeds:
         for alpha in args.alphas:
@@ -100,11 +89,11 @@ def report(results: list[dict]) -> str:
         f"{len(seeds)} seeds ({', '.join(map(str, seeds))}), mean ± standard deviation; "
         f"{results[0]['test_examples']} test records, greedy decoding.",
         "",
-        "| system | " + " | ".join(label for _, label in METRICS) + " |",
-        "|---" * (len(METRICS) + 1) + "|",
+        "| system | " + " | ".join(label for _, label in TABLE_COLUMNS) + " |",
+        "|---" * (len(TABLE_COLUMNS) + 1) + "|",
     ]
     for name, tables in rows:
-        cells = [_cell([t[key] for t in tables]) for key, _ in METRICS]
+        cells = [_cell([t[key] for t in tables]) for key, _ in TABLE_COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += [
         "",

@@ -65,6 +65,17 @@ STAGES = ("lm", "sft", "dpo")
 MODELS = ("encoder-decoder", "decoder-only")
 TOKENIZER_FILE = "tokenizer.model"
 TOKENIZER_EXAMPLES = 4000
+# The scores shown in tables, with their column labels.
+TABLE_COLUMNS = (
+    ("hallucination_rate", "hallucinated values"),
+    ("hallucinated_outputs", "outputs with one"),
+    ("omission_rate", "omitted values"),
+    ("parent_precision", "PARENT P"),
+    ("parent_recall", "PARENT R"),
+    ("parent_f1", "PARENT F1"),
+    ("rouge1", "ROUGE-1"),
+    ("rougeL", "ROUGE-L"),
+)
 
 
 # ----------------------------------------------------------------------------- arrays
@@ -696,16 +707,7 @@ def run_scope(
 
 def format_table(table: dict[str, dict[str, float]]) -> str:
     """A markdown table of :func:`faithfulness_table`'s scores."""
-    columns = (
-        ("hallucination_rate", "hallucinated values"),
-        ("hallucinated_outputs", "outputs with one"),
-        ("omission_rate", "omitted values"),
-        ("parent_precision", "PARENT P"),
-        ("parent_recall", "PARENT R"),
-        ("parent_f1", "PARENT F1"),
-        ("rouge1", "ROUGE-1"),
-        ("rougeL", "ROUGE-L"),
-    )
+    columns = TABLE_COLUMNS
     lines = ["| system | " + " | ".join(label for _, label in columns) + " |"]
     lines.append("|---" * (len(columns) + 1) + "|")
     for name, scores in table.items():
