@@ -7,7 +7,10 @@
    n weighted points and 400 stratified draws of the true conditional at 32 test inputs;
    beside them k-means on the targets of the 200 nearest training inputs and k-means on fresh
    draws of the truth (the oracle: what an n-point quantizer can reach). n = 1 of CCLVQ
-   is the conditional mean (its loss is then the squared error). Mean +- sd over seeds.
+   is the conditional mean (its loss is then the squared error). A diagnostic row scores
+   CCLVQ's points with the true masses of their cells instead of the weight head's
+   estimate, separating the placement of the points from the weights. Mean +- sd over
+   seeds.
 2. Dead heads of the trained quantizers (heads with no win on the training set).
 3. Training cost per step against n: one jitted optimizer step (batch 256), median of
    repeats, CCLVQ and MDN.
@@ -88,6 +91,7 @@ def w2_tables(args) -> None:
         print(row(*["---"] * (1 + len(args.ns))))
         labels = {
             "cclvq": "CCLVQ",
+            "cclvq_true_masses": "CCLVQ points, true cell masses",
             "mdn": "MDN (means)",
             "knn_kmeans": "k-means on 200 nearest targets",
             "oracle_kmeans": "k-means on true draws (oracle)",

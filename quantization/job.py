@@ -115,7 +115,8 @@ class SyntheticConfig(QuantizerConfig):
       test_inputs: inputs in [-1, 1] where W2 is measured.
       samples_per_input: true-conditional draws per test input for W2.
       neighbours: training targets per test input for the k-means baseline.
-      baselines: also score k-means on nearest-neighbour targets and on true draws.
+      baselines: also score k-means on nearest-neighbour targets and on true draws, and
+        the model's points with the true masses of their cells.
     """
 
     law: str = option("mixture", choices=tuple(LAWS))
@@ -176,6 +177,13 @@ class SyntheticConfig(QuantizerConfig):
             fresh = law.conditional(k_oracle, x_test, self.samples_per_input, stratified=True)
             for name, draws in (("knn_kmeans", near), ("oracle_kmeans", fresh)):
                 scores[name] = w2_to_samples(*kmeans_quantizer(draws, self.num_points), truth)
+            # The model's points with their cells' true masses: how much of its W2 is
+            # the placement of the points and how much the weight head's estimate.
+            owner = np.argmin(np.sum((fresh[:, :, None] - points[:, None]) ** 2, -1), -1)
+            masses = np.stack([np.bincount(o, minlength=self.num_points) for o in owner])
+            scores[f"{self.model}_true_masses"] = w2_to_samples(
+                points, masses / self.samples_per_input, truth
+            )
         plot_quantization(law, x_test, points, weights, Path(run_dir) / QUANTIZATION_PLOT)
         training.plot_lines(
             {name: (x_test[:, 0], w2) for name, w2 in scores.items()},

@@ -26,7 +26,9 @@ def test_demo_writes_results_and_figures(demo_run):
     results = json.loads((demo_run / "results.json").read_text())
     synthetic = results["synthetic"]
     assert list(synthetic) == ["cclvq-n4", "conditional-mean", "mdn-n4"]
-    assert set(synthetic["cclvq-n4"]["w2"]) == {"cclvq", "knn_kmeans", "oracle_kmeans"}
+    assert set(synthetic["cclvq-n4"]["w2"]) == {
+        "cclvq", "knn_kmeans", "oracle_kmeans", "cclvq_true_masses"
+    }  # fmt: skip
     assert set(synthetic["mdn-n4"]["w2"]) == {"mdn"}
     for run in synthetic.values():
         assert run["steps"] == 20 and len(run["w2_per_input"][run["model"]]) == 64
