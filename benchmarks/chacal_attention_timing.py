@@ -6,8 +6,9 @@ one gamma per head), strict form; three functions side by side in one process:
 
 * ``standard``: ``causal_attention`` (``A V``);
 * ``solve``: ``chain_causal_attention`` with one ``solve_triangular`` of ``I - gamma A_s``;
-* ``blocked``: the same with ``block_size`` rows per block (exact diagonal blocks,
-  matrix products for the rest; no second ``[T, T]`` matrix).
+* ``blocked``: the same with ``block_size`` rows per block (the rows of ``A`` computed
+  block by block, exact diagonal blocks, matrix products for the rest; neither ``A``
+  nor ``I - gamma A`` is formed whole, and each block is rematerialised in training).
 
 Two modes: ``forward`` and ``train`` (``grad`` of ``sum(y * w)`` with respect to q, k,
 v). Time: median of several calls after compilation (``block_until_ready``). Memory:

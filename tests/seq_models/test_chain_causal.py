@@ -136,6 +136,8 @@ def test_packed_segments_equal_separate_sequences():
     first = chain_causal_reference(q[:, :3], k[:, :3], v[:, :3], GAMMA)
     second = chain_causal_reference(q[:, 3:], k[:, 3:], v[:, 3:], GAMMA)
     np.testing.assert_allclose(packed, np.concatenate([first, second], axis=1), atol=2e-5)
+    blocked = attend(q, k, v, GAMMA, mask=segment_mask(ids), block_size=2)
+    np.testing.assert_allclose(blocked, packed, atol=1e-5)
 
 
 def test_bfloat16_inputs_accumulate_in_float32():
