@@ -382,21 +382,20 @@ def _sample(
         token_key, coin_key = jax.random.split(jax.random.fold_in(key, i))
         logits, cond_cache = cond_step(params[0], last, caches[0])
         _check_logits(logits, batch)
-        logits = top_p_filter(logits.astype(jnp.float32) / temperature, top_p)
+        logits = logits.astype(jnp.float32)
         use_uncond = jnp.zeros((batch,), bool)
         new_caches = (cond_cache,)
         if uncond_step is not None:
             lm_logits, uncond_cache = uncond_step(params[1], last, caches[1])
             _check_logits(lm_logits, batch)
-            # The unconditional model may only pick tokens the conditional model allows.
-            lm_logits = jnp.where(
-                jnp.isneginf(logits), -jnp.inf, lm_logits.astype(jnp.float32) / temperature
-            )
-            lm_logits = top_p_filter(lm_logits, top_p)
+            # Tokens the conditional model rules out (-inf) stay out; the sampling
+            # settings then apply to whichever model was chosen.
+            lm_logits = jnp.where(jnp.isneginf(logits), -jnp.inf, lm_logits.astype(jnp.float32))
             coin = jax.random.bernoulli(coin_key, alpha, (batch,))
             use_uncond = coin & (i >= conditional_steps) & ~finished
             logits = jnp.where(use_uncond[:, None], lm_logits, logits)
             new_caches = (cond_cache, uncond_cache)
+        logits = top_p_filter(logits / temperature, top_p)
         token = jax.random.categorical(token_key, logits, axis=-1).astype(jnp.int32)
         token = jnp.where(finished, pad_id, token)
         tokens = tokens.at[:, i].set(token)
@@ -490,11 +489,14 @@ def noisy_sample(
     with probability ``alpha`` (key ``split(fold_in(key, i))[1]``) picks the
     unconditional model (``uncond_step_fn``, e.g. the pretrained LM without the context)
     for the next token, otherwise the conditional one (the fine-tuned model). Both models
-    read the same tokens and keep their own caches. The conditional logits are scaled by
-    ``1 / temperature`` and nucleus-filtered; the unconditional logits are scaled, set to
-    ``-inf`` wherever the conditional ones are, then nucleus-filtered. The token is drawn
-    from the chosen distribution with the key ``split(fold_in(key, i))[0]``, so that
-    ``alpha = 0`` gives exactly :func:`sample` with the same key.
+    read the same tokens and keep their own caches. The unconditional logits are set to
+    ``-inf`` wherever the conditional model's raw logits are (tokens it rules out
+    altogether); the chosen model's logits are then scaled by ``1 / temperature`` and
+    nucleus-filtered, as in :func:`sample`. (Masking with the conditional model's
+    nucleus instead would let the unconditional model pick only tokens the fine-tuned
+    model already favours, so a confident model would yield few unfaithful samples.)
+    The token is drawn with the key ``split(fold_in(key, i))[0]``, so that ``alpha = 0``
+    gives exactly :func:`sample` with the same key.
 
     Args:
       cond_step_fn, cond_params, cond_cache: the conditional model (step-function

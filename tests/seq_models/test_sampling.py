@@ -106,10 +106,11 @@ def test_noisy_coin_is_per_sequence_with_rate_alpha():
     n = coins.shape[1]
     ratio = per_sequence.var() / (n * alpha * (1 - alpha))
     assert 0.75 < ratio < 1.3, ratio
-    # The unconditional model only picks tokens the conditional nucleus allows.
-    _, from_uncond = noisy_sample(
+    # Tokens the conditional model rules out (-inf) stay out of unconditional steps.
+    ruled_out = {"logits": jnp.array([0, 0, 0, 10, -jnp.inf, 0], jnp.float32)}
+    masked_tokens, masked_coins = noisy_sample(
         fixed_step,
-        cond,
+        ruled_out,
         {},
         fixed_step,
         uncond,
@@ -119,25 +120,14 @@ def test_noisy_coin_is_per_sequence_with_rate_alpha():
         alpha=alpha,
         max_length=steps,
         temperature=0.5,
-        top_p=0.5,
+        top_p=1.0,
         eos_id=None,
     )
-    masked_tokens, _ = noisy_sample(
-        fixed_step,
-        cond,
-        {},
-        fixed_step,
-        uncond,
-        {},
-        start,
-        jax.random.key(1),
-        alpha=alpha,
-        max_length=steps,
-        temperature=0.5,
-        top_p=0.5,
-        eos_id=None,
-    )
-    assert np.asarray(from_uncond).any() and (np.asarray(masked_tokens) == 3).all()
+    masked_tokens, masked_coins = np.asarray(masked_tokens), np.asarray(masked_coins)
+    assert not (masked_tokens == 4).any()
+    # There the unconditional model is uniform over the other five tokens.
+    counts = np.bincount(masked_tokens[masked_coins], minlength=VOCAB)
+    assert counts[4] == 0 and stats.chisquare(counts[[0, 1, 2, 3, 5]]).pvalue > 1e-3
 
 
 def test_alpha_zero_is_plain_sampling_with_the_same_key():
