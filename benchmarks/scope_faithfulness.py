@@ -123,7 +123,7 @@ def main() -> int:
     parser.add_argument("--model", default="encoder-decoder")
     parser.add_argument("--run-dir", default="runs/scope-bench")
     parser.add_argument("--lm-steps", type=int, default=600)
-    parser.add_argument("--sft-steps", type=int, default=300)
+    parser.add_argument("--sft-steps", type=int, default=1500)
     parser.add_argument("--dpo-lr", type=float, default=1e-4)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--save-json", type=Path)

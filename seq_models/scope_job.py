@@ -240,7 +240,7 @@ class ScopeConfig:
 
     stage: str = option("sft", choices=STAGES, cli=False)
     model: str = option("encoder-decoder", choices=MODELS)
-    train_examples: int = option(4000, minimum=4)
+    train_examples: int = option(8000, minimum=4)
     validation_examples: int = option(128, minimum=1)
     test_examples: int = option(200, minimum=1, identity=False)
     data_seed: int = option(0, minimum=0)
@@ -727,7 +727,7 @@ class ScopeRunConfig(ScopeConfig):
     """
 
     lm_steps: int = option(600, minimum=1)
-    sft_steps: int = option(300, minimum=1)
+    sft_steps: int = option(1500, minimum=1)
     num_steps: int = option(0, minimum=0, flag="--dpo-steps")
     learning_rate: float = option(3e-3, positive=True, flag="--lr")
     dpo_learning_rate: float = option(1e-4, positive=True, flag="--dpo-lr")
