@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--eval-examples", type=int, default=1024)
     args = parser.parse_args()
     print(machine_line())
+    one, five, _ = os.getloadavg()
+    print(f"Load average (1/5 min) at the start: {one:.2f} / {five:.2f}.", flush=True)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, attention in MODELS.items():
