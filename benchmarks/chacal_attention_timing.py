@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 import jax
@@ -64,16 +66,36 @@ def measure(fn, args, repeats: int) -> tuple[float, float]:
     return statistics.median(times), mib
 
 
+def row(mode: str, length: int, block_size: int, repeats: int) -> str:
+    """One table row: every function at ``length`` in ``mode``."""
+    keys = jax.random.split(jax.random.key(length), 4)
+    q, k, v, w = (jax.random.normal(key, (1, length, HEADS, HEAD_DIM)) for key in keys)
+    times, memory = [], []
+    for fn in functions(block_size).values():
+        if mode == "train":
+            fn = jax.grad(lambda q, k, v, f=fn, w=w: jnp.sum(f(q, k, v) * w), argnums=(0, 1, 2))
+        ms, mib = measure(fn, (q, k, v), repeats)
+        times.append(f"{ms:.1f}")
+        memory.append(f"{mib:.0f}")
+    return f"| {mode} | {length} | " + " | ".join(times + memory) + " |"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096])
     parser.add_argument("--block-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per row")
+    parser.add_argument("--one", nargs=2, metavar=("MODE", "T"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one:
+        print(row(args.one[0], int(args.one[1]), args.block_size, args.repeats), flush=True)
+        return
     print(machine_line())
     print(
         f"Batch 1, {HEADS} heads of {HEAD_DIM}, float32, strict form; blocked: "
-        f"{args.block_size} rows per block; median of {args.repeats} calls.\n"
+        f"{args.block_size} rows per block; median of {args.repeats} calls; each row in a "
+        f"fresh process, stopped after {args.timeout:g} s.\n"
     )
     names = list(functions(args.block_size))
     header = " | ".join(f"{n} {m}" for m in ("ms", "MiB") for n in names)
@@ -81,18 +103,16 @@ def main() -> None:
     print("|---|---|" + "---|" * (2 * len(names)))
     for mode in ("forward", "train"):
         for length in args.lengths:
-            keys = jax.random.split(jax.random.key(length), 4)
-            q, k, v, w = (jax.random.normal(key, (1, length, HEADS, HEAD_DIM)) for key in keys)
-            times, memory = [], []
-            for fn in functions(args.block_size).values():
-                if mode == "train":
-                    fn = jax.grad(
-                        lambda q, k, v, f=fn, w=w: jnp.sum(f(q, k, v) * w), argnums=(0, 1, 2)
-                    )
-                ms, mib = measure(fn, (q, k, v), args.repeats)
-                times.append(f"{ms:.1f}")
-                memory.append(f"{mib:.0f}")
-            print(f"| {mode} | {length} | " + " | ".join(times + memory) + " |", flush=True)
+            command = [sys.executable, __file__, "--one", mode, str(length)]
+            command += [f"--block-size={args.block_size}", f"--repeats={args.repeats}"]
+            try:
+                done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+                line = (
+                    done.stdout.strip() or f"| {mode} | {length} | failed: {done.stderr[-200:]} |"
+                )
+            except subprocess.TimeoutExpired:
+                line = f"| {mode} | {length} | did not finish in {args.timeout:g} s |"
+            print(line, flush=True)
     one, five, _ = os.getloadavg()
     print(f"\nLoad average (1/5 min) at the end: {one:.2f} / {five:.2f}.")
 

@@ -43,6 +43,12 @@ Precision: the logits, the softmax, the solve and its right-hand side are float3
 whatever the input dtype (bfloat16 inputs are upcast); the result is cast back to
 ``v.dtype``.
 
+Known problem (jax 0.10.2, CPU): the compiled gradient of the one-solve form at
+``T = 1024`` (batch 1, 4 heads of 64) hangs on its second call, a deadlock inside the
+XLA CPU runtime that ``softmax`` followed by ``solve_triangular`` alone reproduces
+(the gradient of ``solve_triangular`` alone does not hang). The blocked form
+(``block_size``) is not affected; use it to train on long sequences on CPU.
+
 Paper: "Chain and Causal Attention for Efficient Entity Tracking" (EMNLP 2024).
 """
 
