@@ -66,12 +66,16 @@ def measure(fn, args, repeats: int) -> tuple[float, float]:
     return statistics.median(times), mib
 
 
-def row(mode: str, length: int, block_size: int, repeats: int) -> str:
-    """One table row: every function at ``length`` in ``mode``."""
+def row(mode: str, length: int, block_size: int, repeats: int, forms: list[str]) -> str:
+    """One table row: the functions ``forms`` at ``length`` in ``mode``."""
     keys = jax.random.split(jax.random.key(length), 4)
     q, k, v, w = (jax.random.normal(key, (1, length, HEADS, HEAD_DIM)) for key in keys)
     times, memory = [], []
-    for fn in functions(block_size).values():
+    for name, fn in functions(block_size).items():
+        if name not in forms:
+            times.append("–")
+            memory.append("–")
+            continue
         if mode == "train":
             fn = jax.grad(lambda q, k, v, f=fn, w=w: jnp.sum(f(q, k, v) * w), argnums=(0, 1, 2))
         ms, mib = measure(fn, (q, k, v), repeats)
@@ -86,10 +90,20 @@ def main() -> None:
     parser.add_argument("--block-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per row")
+    parser.add_argument(
+        "--forms",
+        nargs="+",
+        choices=("standard", "solve", "blocked"),
+        default=["standard", "solve", "blocked"],
+        help="the functions to time",
+    )
     parser.add_argument("--one", nargs=2, metavar=("MODE", "T"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(row(args.one[0], int(args.one[1]), args.block_size, args.repeats), flush=True)
+        print(
+            row(args.one[0], int(args.one[1]), args.block_size, args.repeats, args.forms),
+            flush=True,
+        )
         return
     print(machine_line())
     print(
@@ -105,6 +119,7 @@ def main() -> None:
         for length in args.lengths:
             command = [sys.executable, __file__, "--one", mode, str(length)]
             command += [f"--block-size={args.block_size}", f"--repeats={args.repeats}"]
+            command += ["--forms", *args.forms]
             try:
                 done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
                 line = (
