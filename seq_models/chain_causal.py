@@ -47,7 +47,10 @@ Known problem (jax 0.10.2, CPU): the compiled gradient of the one-solve form at
 ``T = 1024`` (batch 1, 4 heads of 64) hangs on its second call, a deadlock inside the
 XLA CPU runtime that ``softmax`` followed by ``solve_triangular`` alone reproduces
 (the gradient of ``solve_triangular`` alone does not hang). The blocked form
-(``block_size``) is not affected; use it to train on long sequences on CPU.
+(``block_size``) ran at ``T = 1024`` and ``2048``; at ``T >= 2048`` the same runtime hung
+intermittently for standard attention and the blocked form too (see
+``benchmarks/RESULTS.md``), so the problem is not specific to this module. Use
+``block_size`` to train on long sequences on CPU.
 
 Paper: "Chain and Causal Attention for Efficient Entity Tracking" (EMNLP 2024).
 """
