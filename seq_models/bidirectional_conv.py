@@ -30,13 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.fft
 
-
-def _check_int(value: Any, name: str, *, minimum: int = 1) -> int:
-    is_int = isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
-    if not is_int or value < minimum:
-        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-    return int(value)
+from seq_models.s4d import _check_int
 
 
 def _check_conv_args(u: Any, k_fwd: Any, k_bwd: Any, d: Any) -> tuple[int, int, int]:

@@ -534,11 +534,16 @@ def generate(
     without ``cad_weight``: ``config.alpha``, ``temperature``, ``top_p``, key from
     ``config.seed``)."""
     transform = PairTransform(tokenizer, config.prompt_length, config.target_length)
-    empty = PairTransform(tokenizer, config.prompt_length, config.target_length, unconditional=True)
     step = step_function(model)
     length, texts = config.target_length, []
     batch_size = min(batch_size, len(examples))
     key = jax.random.key(config.seed + 1)
+    if lm_params is not None:  # the unconditional model reads the same empty prompt for all
+        empty = PairTransform(
+            tokenizer, config.prompt_length, config.target_length, unconditional=True
+        )
+        no_prompt, no_mask = (np.stack([a] * batch_size) for a in empty.prompt(""))
+        lm_cache, _ = generation_start(model, lm_params, no_prompt, no_mask, length)
     for start in tqdm(
         range(0, len(examples), batch_size), desc=desc, disable=not progress, dynamic_ncols=True
     ):
@@ -559,9 +564,6 @@ def generate(
                 pad_id=tokenizer.pad_id,
             )
         else:
-            no_prompt = np.stack([empty.prompt("")[0]] * batch_size)
-            no_mask = np.stack([empty.prompt("")[1]] * batch_size)
-            lm_cache, _ = generation_start(model, lm_params, no_prompt, no_mask, length)
             if cad_weight is not None:
                 out = greedy_search(
                     _cad_step(step, cad_weight),
