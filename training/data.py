@@ -44,6 +44,43 @@ def _shuffle_seed(seed: int | jax.Array) -> int:
     return int(np.bitwise_xor.reduce(np.asarray(data, np.uint32).ravel()))
 
 
+class _ProcessShare(grain.MapDataset):
+    """This process's rows of every global batch of ``parent``.
+
+    Global batch ``i`` is ``parent[i * B : (i + 1) * B]`` with ``B = count *
+    local_batch``; process ``index`` holds its rows ``index * local_batch`` to
+    ``(index + 1) * local_batch``, so the processes' pieces, concatenated in
+    process order, are exactly the batch a single process would see.
+    """
+
+    def __init__(self, parent: grain.MapDataset, index: int, count: int, local_batch: int):
+        super().__init__(parent)
+        self._index, self._count, self._local = index, count, local_batch
+        self._length = len(parent) // (count * local_batch) * local_batch
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return self.slice(i)
+        batch, row = divmod(i, self._local)
+        return self._parent[(batch * self._count + self._index) * self._local + row]
+
+    def __str__(self) -> str:
+        return f"_ProcessShare(process {self._index} of {self._count}, {self._local} per batch)"
+
+
+def local_batch_size(batch_size: int, name: str = "batch_size") -> int:
+    """The examples each process loads of a global batch of ``batch_size``."""
+    count = jax.process_count()
+    if batch_size % count:
+        raise ValueError(
+            f"{name} {batch_size} must be a multiple of the {count} processes of this run"
+        )
+    return batch_size // count
+
+
 def make_loader(
     source: Sequence[Any],
     batch_size: int,
@@ -59,7 +96,7 @@ def make_loader(
     Args:
       source: any random-access source (``len`` and ``__getitem__``): a TFDS
         ``as_data_source()`` split, a list, a grain source.
-      batch_size: examples per batch on this process.
+      batch_size: examples per global batch (all processes together).
       seed: shuffle seed, an ``int`` in ``[0, 2**32)`` or a ``jax.random.key``
         (``jax.random.key(s)`` shuffles as the seed ``s`` does); each epoch is
         reshuffled deterministically.
@@ -69,8 +106,12 @@ def make_loader(
         repeating forever and ``False`` for a finite number of epochs.
       transform: applied to every example before batching.
 
-    In a multi-process run each process reads the slice
-    ``source[process_index::process_count]``.
+    In a multi-process run every process shuffles the whole source with the
+    same seed and loads only its ``batch_size / process_count`` rows of each
+    global batch (transforming only those): the global batches, and so the
+    training run, are the same for any number of processes. ``batch_size`` must
+    then be a multiple of the process count, and a last incomplete batch cannot
+    be shared out (``drop_remainder=False`` with a remainder is refused).
 
     ``iter(loader)`` returns a grain ``DatasetIterator`` with ``get_state`` and
     ``set_state``; ``training.fit`` checkpoints it next to the train state.
@@ -82,11 +123,10 @@ def make_loader(
     if len(source) == 0:
         raise ValueError("source must hold at least one example, got an empty source")
     seed = _shuffle_seed(seed)
+    local_batch = local_batch_size(batch_size)
     if drop_remainder is None:
         drop_remainder = num_epochs is None
     ds = grain.MapDataset.source(source)
-    if jax.process_count() > 1:
-        ds = ds[jax.process_index() :: jax.process_count()]
     if shuffle:
         ds = ds.shuffle(seed=seed)
     if transform is not None:
@@ -97,7 +137,14 @@ def make_loader(
             f"batch_size {batch_size} is larger than the {len(ds)} examples available "
             "with drop_remainder=True"
         )
-    return ds.batch(batch_size, drop_remainder=drop_remainder).to_iter_dataset()
+    if jax.process_count() > 1:
+        if not drop_remainder and len(ds) % batch_size:
+            raise ValueError(
+                f"the last batch ({len(ds) % batch_size} of {len(ds)} examples) cannot be "
+                f"shared out among {jax.process_count()} processes; use drop_remainder=True"
+            )
+        ds = _ProcessShare(ds, jax.process_index(), jax.process_count(), local_batch)
+    return ds.batch(local_batch, drop_remainder=drop_remainder).to_iter_dataset()
 
 
 class MaskedBatch(NamedTuple):
@@ -129,18 +176,20 @@ class _PaddedSource:
 
 
 def eval_indices(
-    n: int, batch_size: int, process_index: int = 0, process_count: int = 1
+    n: int, batch_size: int, process_index: int = 0, process_count: int = 1, multiple: int = 1
 ) -> tuple[list[int], int, int]:
     """``(indices, num_real, batch)``: the padded evaluation order of one process.
 
     Process ``p`` reads ``range(p, n, process_count)``, padded with copies of its
     first example (of example 0 if it has none) to ``num_batches * batch``
-    indices, where ``batch = min(batch_size, ceil(n / process_count))`` and
-    ``num_batches = ceil(ceil(n / process_count) / batch)`` are the same on every
+    indices, where ``batch`` is ``min(ceil(batch_size / process_count),
+    ceil(n / process_count))`` rounded up to a multiple of ``multiple`` and
+    ``num_batches = ceil(ceil(n / process_count) / batch)``, the same on every
     process; the first ``num_real`` indices are real.
     """
     per_process = -(-n // process_count)
-    batch = min(batch_size, per_process)
+    batch = min(-(-batch_size // process_count), per_process)
+    batch = -(-batch // multiple) * multiple
     num_batches = -(-per_process // batch)
     real = list(range(process_index, n, process_count))
     padding = [real[0] if real else 0] * (num_batches * batch - len(real))
@@ -156,7 +205,7 @@ def make_eval_loader(
     """One ordered pass over ``source`` in batches of one fixed size, for evaluation.
 
     Every batch is a ``MaskedBatch(batch, mask)`` of ``min(batch_size,
-    len(source))`` examples (per process in a multi-process run); the last one is
+    len(source))`` examples (see ``eval_indices`` for a multi-process run); the last one is
     padded with copies of real examples and ``mask`` marks the real ones. All
     batches have the same shape, so a jitted eval step compiles once whatever the
     size of the set, and ``training.evaluate`` weights every metric by the mask:
@@ -164,19 +213,23 @@ def make_eval_loader(
 
     Args:
       source: any random-access source (``len`` and ``__getitem__``).
-      batch_size: examples per batch (on this process).
+      batch_size: examples per global batch (all processes together).
       transform: applied to every example (padding copies included) before
         batching.
 
-    In a multi-process run process ``p`` reads ``source[p::process_count]``, and
-    every process yields the same number of batches (see ``eval_indices``).
+    In a multi-process run process ``p`` reads ``source[p::process_count]`` in
+    batches of a multiple of its device count (so the global batch splits over
+    every device), and every process yields the same number of batches (see
+    ``eval_indices``).
     """
     if not isinstance(batch_size, int | np.integer) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     if len(source) == 0:
         raise ValueError("source must hold at least one example, got an empty source")
+    count = jax.process_count()
+    multiple = jax.local_device_count() if count > 1 else 1
     indices, num_real, batch = eval_indices(
-        len(source), int(batch_size), jax.process_index(), jax.process_count()
+        len(source), int(batch_size), jax.process_index(), count, multiple
     )
     ds = grain.MapDataset.source(_PaddedSource(source, indices, num_real))
     if transform is not None:

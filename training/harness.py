@@ -8,8 +8,11 @@ with two methods:
 - ``config.report(experiment, result, run_dir) -> Report``: the evaluation of the
   trained state (figures written to ``run_dir``) and the fields of ``results.json``;
 
-and three integer fields, ``num_steps``, ``eval_every`` and ``checkpoint_every``.
-``train_and_evaluate`` does the rest the same way for every job: the run directory
+and three integer fields, ``num_steps``, ``eval_every`` and ``checkpoint_every`` (and
+optionally ``param_sharding``, see ``training.fit``).
+``train_and_evaluate`` does the rest the same way for every job: joining a
+multi-process run (``training.initialize_distributed``; every process must be given
+the same configuration, which is checked), the run directory
 (``config.json``, refusing a different run), ``fit`` (progress bar, metrics log,
 checkpoints, resume after a kill), ``results.json`` and ``loss_curve.png``.
 ``restore`` reloads a finished or interrupted run for evaluation.
@@ -27,7 +30,9 @@ import optax
 
 from miles_cli import config_from_dict, config_to_dict
 from training import runs
+from training.distributed import check_processes_agree, initialize_distributed
 from training.loop import FitResult, fit
+from training.sharding import REPLICATED
 from training.state import TrainState
 from training.step import LossFn, make_train_step
 
@@ -98,6 +103,10 @@ def train(
 ) -> tuple[Path, Experiment, FitResult]:
     """The training half of ``train_and_evaluate``: ``(run_dir, experiment, fit result)``
     (a finished run is loaded from its last checkpoint, not trained again)."""
+    initialize_distributed()
+    check_processes_agree(
+        {"config": config_to_dict(config), "workdir": str(workdir)}, "configuration of the run"
+    )
     run_dir = runs.prepare_run_dir(workdir, config_to_dict(config, identity_only=True))
     experiment = config.build(run_dir)
     experiment.progress = progress
@@ -114,6 +123,7 @@ def train(
         eval_every=config.eval_every if evaluating else 0,
         checkpoint_every=config.checkpoint_every,
         log_every=experiment.log_every,
+        param_sharding=getattr(config, "param_sharding", REPLICATED),
         progress=progress,
         desc=experiment.desc,
     )

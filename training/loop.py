@@ -26,8 +26,17 @@ from tqdm.auto import tqdm
 
 from training.checkpoint import Checkpointer
 from training.data import MaskedBatch
+from training.distributed import check_processes_agree, is_primary
 from training.metrics_log import MetricsLog, read_metrics
-from training.sharding import data_mesh, replicate, shard_batch
+from training.sharding import (
+    FSDP,
+    REPLICATED,
+    data_mesh,
+    place_state,
+    replicate,
+    shard_batch,
+    state_shardings,
+)
 from training.state import TrainState
 from training.step import NO_BAD_STEP, EvalStep, TrainStep, Window, accumulate, new_window
 
@@ -161,6 +170,7 @@ def fit(
     keep_checkpoints: int = 3,
     log_every: int = 10,
     mesh: Mesh | None = None,
+    param_sharding: str = REPLICATED,
     progress: bool = True,
     desc: str = "train",
 ) -> FitResult:
@@ -189,8 +199,17 @@ def fit(
       log_every: steps per training record (mean of every metric over the
         window, examples per second). The metrics stay on the device between
         records: this is also how often the host waits for the device.
-      mesh: device mesh for data parallelism (default: all devices on one
-        ``data`` axis). Parameters are replicated, batches split.
+      mesh: device mesh for data parallelism (default: all devices, of every
+        process, on one ``data`` axis). Batches are split over it.
+      param_sharding: ``"replicated"`` (every device holds the whole state) or
+        ``"fsdp"`` (parameters and optimizer state split over the ``data`` axis,
+        see ``training.sharding.state_shardings``; needs a ``TrainStep``). The
+        loss trajectory is the same either way, up to float rounding.
+
+    Multi-process runs: every process calls ``fit`` with the same arguments and
+    its own share of each batch (``make_loader``); the processes check that
+    their batches have the same shapes, and process 0 alone writes the metrics
+    log (checkpoints are written by all, as orbax requires).
       progress: show a tqdm bar with the loss and examples/s.
 
     Raises:
@@ -215,7 +234,14 @@ def fit(
         raise ValueError("checkpoint_every needs a workdir to write checkpoints to")
 
     mesh = data_mesh() if mesh is None else mesh
-    state = replicate(state, mesh)
+    state = place_state(state, mesh, param_sharding)
+    if param_sharding == FSDP:
+        if not isinstance(train_step, TrainStep):
+            raise ValueError(
+                "param_sharding='fsdp' needs a training.TrainStep (make_train_step), got "
+                f"{type(train_step).__name__}"
+            )
+        train_step = train_step.with_state_shardings(state_shardings(state, mesh, FSDP))
     data_iter = iter(train_data)
     checkpointable = hasattr(data_iter, "get_state")
     log = ckpt = None
@@ -226,22 +252,30 @@ def fit(
     history: list[dict[str, Any]] = []
     if ckpt is not None and ckpt.latest_step() is not None:
         state = ckpt.restore(state, data_iter if checkpointable else None)
-        log.truncate_after(int(jax.device_get(state.step)))
-        history = read_metrics(log.path)
+        if is_primary():
+            log.truncate_after(int(jax.device_get(state.step)))
+        history = [r for r in read_metrics(log.path) if r["step"] <= int(state.step)]
 
     def record(entry: dict[str, Any]) -> None:
         history.append(entry)
-        if log is not None and jax.process_index() == 0:
+        if log is not None and is_primary():
             log.append(entry)
 
     def run_eval(step: int) -> None:
         metrics = evaluate(eval_step, state.params, eval_data, mesh)
         record({"step": step, "split": "eval", **metrics})
-        bar.write(f"step {step}: " + ", ".join(f"eval_{k}={v:.4g}" for k, v in metrics.items()))
+        if not bar.disable:
+            bar.write(f"step {step}: " + ", ".join(f"eval_{k}={v:.4g}" for k, v in metrics.items()))
 
     start = int(jax.device_get(state.step))
     clock = time.perf_counter()
-    bar = tqdm(total=num_steps, initial=start, desc=desc, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=num_steps,
+        initial=start,
+        desc=desc,
+        disable=not progress or not is_primary(),  # one bar per run, not per process
+        dynamic_ncols=True,
+    )
     metric_shapes = window = None
     window_steps = window_examples = 0
     window_start = time.perf_counter()
@@ -252,6 +286,9 @@ def fit(
             except StopIteration:
                 raise ValueError(f"train_data ran out of batches at step {step}") from None
             window_examples += _batch_size(batch)
+            if metric_shapes is None and jax.process_count() > 1:
+                shapes = [list(np.shape(x)) for x in jax.tree.leaves(batch)]
+                check_processes_agree(shapes, "shapes of their training batches")
             batch = _feed(batch, mesh)
             if window is None:
                 if metric_shapes is None:

@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from training.distributed import is_primary  # noqa: E402
 from training.metrics_log import read_metrics  # noqa: E402
 
 
@@ -135,9 +136,11 @@ def plot_image_grid(
 
 
 def _save(fig: Any, path: str | os.PathLike) -> Path:
+    """Write ``fig`` to ``path``; in a multi-process run process 0 alone writes."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    if is_primary():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

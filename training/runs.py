@@ -13,6 +13,7 @@ import numpy as np
 
 from miles_cli import UsageError
 from training.checkpoint import Checkpointer
+from training.distributed import is_primary, wait_for_all
 from training.loop import CHECKPOINT_DIR, FitResult
 from training.optim import OptimizerConfig, make_optimizer
 from training.plots import plot_curves
@@ -70,9 +71,10 @@ def prepare_run_dir(run_dir: str | os.PathLike, config: dict[str, Any]) -> Path:
                 f"run directory {run_dir} holds a different run (saved vs requested: {diff}); "
                 "choose another --run-dir or delete it"
             )
-    else:
+    elif is_primary():
         run_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(config, indent=2) + "\n")
+    wait_for_all("prepare_run_dir")  # the directory exists for every process from here on
     return run_dir
 
 
@@ -111,7 +113,8 @@ def finish_run(
     log_scale: bool = True,
 ) -> dict[str, Any]:
     """Write ``results.json`` (``fields`` plus parameter count, steps, training seconds
-    and peak memory) and ``loss_curve.png`` for a finished ``fit``; returns the results."""
+    and peak memory) and ``loss_curve.png`` for a finished ``fit``; returns the results.
+    In a multi-process run process 0 alone writes them (its own peak memory)."""
     results = {
         **fields,
         "parameters": count_params(result.state.params),
@@ -119,7 +122,8 @@ def finish_run(
         "train_seconds": result.seconds,
         "peak_memory_mb": peak_memory_mb(),
     }
-    (Path(run_dir) / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    if is_primary():
+        (Path(run_dir) / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
     plot_curves(
         result.history,
         Path(run_dir) / LOSS_CURVE_FILE,

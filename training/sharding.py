@@ -1,16 +1,17 @@
-"""Data parallelism: a 1-D device mesh, replicated state, batches split on ``data``.
+"""Data parallelism: a 1-D device mesh, the train state placed on it, batches split on ``data``.
 
-Multi-host: launch one process per host with ``JAX_COORDINATOR_ADDRESS``,
-``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` set (or on a cluster that
-``jax.distributed`` detects, e.g. SLURM or Cloud TPU) and call
-``initialize_distributed()`` before anything else touches JAX. Each process
-then loads its own slice of the data (``make_loader`` does it) and
-``shard_batch`` assembles the global batch from the per-process pieces.
+The train state is either replicated on every device (``"replicated"``) or fully
+sharded (``"fsdp"``): every parameter and optimizer-state array is split along one
+of its axes over the ``data`` axis, and XLA gathers what each step needs inside the
+compiled step, so a device holds ``1 / devices`` of the state between steps.
+
+Multi-process runs (``training.initialize_distributed``): each process loads its
+own slice of every batch (``make_loader`` does it) and ``shard_batch`` assembles
+the global batch from the per-process pieces.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
@@ -18,19 +19,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
-_COORDINATOR_ENV = "JAX_COORDINATOR_ADDRESS"
-
-
-def initialize_distributed() -> bool:
-    """Call ``jax.distributed.initialize()`` when a multi-host launch is configured.
-
-    Returns whether it was called. Single-process runs (no coordinator in the
-    environment) are left alone.
-    """
-    if os.environ.get(_COORDINATOR_ENV) is None:
-        return False
-    jax.distributed.initialize()
-    return True
+REPLICATED = "replicated"
+FSDP = "fsdp"
+PARAM_SHARDINGS = (REPLICATED, FSDP)
 
 
 def data_mesh(devices: list[jax.Device] | None = None) -> Mesh:
@@ -42,6 +33,43 @@ def data_mesh(devices: list[jax.Device] | None = None) -> Mesh:
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Place every leaf of ``tree`` on all devices of ``mesh``."""
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def _fsdp_spec(shape: tuple[int, ...], n_devices: int) -> PartitionSpec:
+    """Split the largest axis that ``n_devices`` divides (the first of equals); replicate
+    leaves with none (scalars, small odd-sized vectors)."""
+    axes = [a for a, size in enumerate(shape) if size % n_devices == 0]
+    if n_devices == 1 or not axes:
+        return PartitionSpec()
+    axis = max(axes, key=lambda a: (shape[a], -a))
+    return PartitionSpec(*([None] * axis), DATA_AXIS)
+
+
+def state_shardings(tree: Any, mesh: Mesh, param_sharding: str = REPLICATED) -> Any:
+    """``NamedSharding`` of every leaf of ``tree`` (arrays or ``ShapeDtypeStruct``).
+
+    ``"replicated"``: every leaf on every device. ``"fsdp"``: each leaf split
+    along its largest axis that the ``data`` axis size divides (optimizer moments
+    are shaped like the parameters, so they are split the same way); leaves with
+    no such axis are replicated.
+    """
+    if param_sharding not in PARAM_SHARDINGS:
+        raise ValueError(f"param_sharding must be one of {PARAM_SHARDINGS}, got {param_sharding!r}")
+    n_devices = mesh.shape[DATA_AXIS]
+
+    def sharding(leaf):
+        shape = tuple(leaf.shape) if hasattr(leaf, "shape") else np.shape(leaf)
+        spec = _fsdp_spec(shape, n_devices) if param_sharding == FSDP else PartitionSpec()
+        return NamedSharding(mesh, spec)
+
+    return jax.tree.map(sharding, tree)
+
+
+def place_state(tree: Any, mesh: Mesh, param_sharding: str = REPLICATED) -> Any:
+    """``tree`` placed on ``mesh`` as ``state_shardings`` says."""
+    if param_sharding == REPLICATED:
+        return replicate(tree, mesh)
+    return jax.device_put(tree, state_shardings(tree, mesh, param_sharding))
 
 
 def shard_batch(batch: Any, mesh: Mesh) -> Any:

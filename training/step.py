@@ -85,11 +85,22 @@ class TrainStep:
     to the on-device ``window`` and a non-finite step is recorded there, so a
     training loop needs no host round trip per step (``training.fit`` uses it;
     ``training.step.new_window`` makes a zero window).
+
+    ``state_shardings`` (a ``TrainState`` of ``NamedSharding``, see
+    ``training.sharding.state_shardings``) pins the gradients to the parameters'
+    sharding and the new state to the old one's, so a sharded state stays sharded
+    (XLA then reduce-scatters the gradients instead of all-reducing them).
     """
 
-    def __init__(self, loss_fn: LossFn, optimizer: optax.GradientTransformation):
+    def __init__(
+        self,
+        loss_fn: LossFn,
+        optimizer: optax.GradientTransformation,
+        state_shardings: TrainState | None = None,
+    ):
         self.loss_fn = loss_fn
         self.optimizer = optimizer
+        self.state_shardings = state_shardings
         self._step = jax.jit(self._update, donate_argnums=0)
         self._accumulate = jax.jit(self._update_and_accumulate, donate_argnums=(0, 2))
 
@@ -98,9 +109,13 @@ class TrainStep:
             return _loss_and_metrics(self.loss_fn, params, batch, state.step_key())
 
         (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        if self.state_shardings is not None:
+            grads = jax.lax.with_sharding_constraint(grads, self.state_shardings.params)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        if self.state_shardings is not None:
+            new_state = jax.lax.with_sharding_constraint(new_state, self.state_shardings)
         return new_state, {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}
 
     def _update_and_accumulate(
@@ -108,6 +123,10 @@ class TrainStep:
     ) -> tuple[TrainState, Window]:
         new_state, metrics = self._update(state, batch)
         return new_state, accumulate(window, metrics, new_state.step)
+
+    def with_state_shardings(self, state_shardings: TrainState) -> TrainStep:
+        """The same step, keeping the state in ``state_shardings``."""
+        return TrainStep(self.loss_fn, self.optimizer, state_shardings)
 
     def __call__(self, state: TrainState, batch: Any) -> tuple[TrainState, Metrics]:
         return self._step(state, batch)

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from mano_jax.darcy.coefficient import _check_positive
 from mano_jax.darcy.solver import generate_sample, solve_stride
 from training.datasets.cache import default_data_dir
+from training.distributed import primary_first
 
 __all__ = [
     "SPLIT_KEYS",
@@ -379,5 +380,5 @@ def load_darcy(
         data_dir=os.fspath(data_dir) if data_dir is not None else default_data_dir(),
         num_workers=num_workers,
     )
-    builder.download_and_prepare()
+    primary_first(builder.download_and_prepare)  # one process generates, the others read
     return builder.as_data_source()[split]

@@ -1,8 +1,11 @@
 """A small, complete training job for the training tests, in-process or as a subprocess.
 
 An MLP with dropout regresses a fixed random target through ``training.fit``.
-Usage: ``python regression_job.py WORKDIR OUT.npz [--steps N] [--sleep S]``.
-``--sleep`` slows each batch down so a test can kill the job mid-run.
+Usage: ``python regression_job.py WORKDIR OUT.npz [--steps N] [--sleep S]
+[--param-sharding MODE ...]``. ``--sleep`` slows each batch down so a test can kill
+the job mid-run; with several sharding modes the job is trained once per mode, into
+``WORKDIR/MODE`` and ``OUT-MODE.npz``, with the share of each parameter one device
+holds (``fraction``).
 """
 
 import argparse
@@ -57,7 +60,14 @@ def _build(steps, sleep):
     return params, optimizer, train_step, eval_step, loader, eval_loader
 
 
-def run(workdir, *, steps=STEPS, sleep=0.0, checkpoint_every=CHECKPOINT_EVERY):
+def run(
+    workdir,
+    *,
+    steps=STEPS,
+    sleep=0.0,
+    checkpoint_every=CHECKPOINT_EVERY,
+    param_sharding="replicated",
+):
     """Train (or resume) the job in ``workdir``; returns the ``FitResult``."""
     params, optimizer, train_step, eval_step, loader, eval_loader = _build(steps, sleep)
     params = jax.tree.map(jnp.copy, params)  # fit donates the state's buffers
@@ -73,6 +83,7 @@ def run(workdir, *, steps=STEPS, sleep=0.0, checkpoint_every=CHECKPOINT_EVERY):
         eval_every=EVAL_EVERY,
         checkpoint_every=checkpoint_every,
         log_every=1,
+        param_sharding=param_sharding,
         progress=False,
     )
 
@@ -84,12 +95,22 @@ def main():
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--sleep", type=float, default=0.0)
     parser.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY)
+    parser.add_argument("--param-sharding", nargs="+", default=None)
     args = parser.parse_args()
-    result = run(
-        args.workdir, steps=args.steps, sleep=args.sleep, checkpoint_every=args.checkpoint_every
-    )
-    leaves = jax.tree.leaves(jax.device_get(result.state.params))
-    np.savez(args.out, *leaves, devices=jax.device_count())
+    for mode in args.param_sharding or ["replicated"]:
+        workdir, out = args.workdir, args.out
+        if args.param_sharding:
+            workdir, out = f"{workdir}/{mode}", out.replace(".npz", f"-{mode}.npz")
+        result = run(
+            workdir,
+            steps=args.steps,
+            sleep=args.sleep,
+            checkpoint_every=args.checkpoint_every,
+            param_sharding=mode,
+        )
+        params = jax.tree.leaves(result.state.params)
+        fraction = [x.addressable_shards[0].data.size / x.size for x in params]
+        np.savez(out, *jax.device_get(params), devices=jax.device_count(), fraction=fraction)
 
 
 if __name__ == "__main__":

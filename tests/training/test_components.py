@@ -104,12 +104,15 @@ def test_eval_loader_pads_the_last_batch_and_masks_it(n, batch_size):
 
 
 @pytest.mark.parametrize("n", [1, 7, 13, 64])
-@pytest.mark.parametrize("process_count", [1, 2, 3, 8])
-def test_eval_indices_cover_every_example_once_in_equal_batches(n, process_count):
-    plans = [training.data.eval_indices(n, 4, p, process_count) for p in range(process_count)]
+@pytest.mark.parametrize(("process_count", "multiple"), [(1, 1), (2, 2), (3, 1), (8, 2)])
+def test_eval_indices_cover_every_example_once_in_equal_batches(n, process_count, multiple):
+    plans = [
+        training.data.eval_indices(n, 8, p, process_count, multiple) for p in range(process_count)
+    ]
     assert len({len(indices) for indices, _, _ in plans}) == 1  # same number of batches
     batch = plans[0][2]
-    assert batch == min(4, -(-n // process_count))
+    smallest = min(-(-8 // process_count), -(-n // process_count))
+    assert batch == -(-smallest // multiple) * multiple
     assert len(plans[0][0]) % batch == 0
     real = sorted(i for indices, num_real, _ in plans for i in indices[:num_real])
     assert real == list(range(n))

@@ -236,7 +236,7 @@ def _start_job(workdir, out, *extra, env=None):
 
 def _leaves(path):
     with np.load(path) as f:
-        return [f[f"arr_{i}"] for i in range(len(f.files) - 1)]
+        return [f[f"arr_{i}"] for i in range(sum(name.startswith("arr_") for name in f.files))]
 
 
 def _saved_steps(workdir):
@@ -268,7 +268,9 @@ def jobs(tmp_path_factory):
         "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
         "JAX_PLATFORMS": "cpu",
     }
-    eight = _start_job(root / "d8", root / "d8.npz", env=env)
+    eight = _start_job(
+        root / "d8", root / "d8.npz", "--param-sharding", "replicated", "fsdp", env=env
+    )
     killed = _start_job(root / "killed", root / "killed.npz", "--sleep", "0.01")
     outcome = {}
     killer = threading.Thread(
@@ -311,23 +313,45 @@ def test_resume_after_kill_matches_uninterrupted_run(jobs, straight):
     )
 
 
+def _losses(workdir):
+    records = training.read_metrics(workdir / "metrics.jsonl")
+    return [(r["step"], r["split"]) for r in records], [r["loss"] for r in records]
+
+
 def test_eight_devices_follow_the_one_device_trajectory(jobs, straight):
     proc = jobs["eight"]
     assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-3000:]
-    with np.load(jobs["root"] / "d8.npz") as f:
+    with np.load(jobs["root"] / "d8-replicated.npz") as f:
         assert int(f["devices"]) == 8
-    records = training.read_metrics(jobs["root"] / "d8" / "metrics.jsonl")
-    key = [(r["step"], r["split"]) for r in records]
+        np.testing.assert_array_equal(f["fraction"], 1.0)
+    key, losses = _losses(jobs["root"] / "d8" / "replicated")
     assert key == [(r["step"], r["split"]) for r in straight.history]
-    assert len(records) == 22  # 20 train + 2 eval records
-    np.testing.assert_allclose(
-        [r["loss"] for r in records],
-        [r["loss"] for r in straight.history],
-        rtol=2e-5,
-        atol=1e-6,
-    )
+    assert len(key) == 22  # 20 train + 2 eval records
+    np.testing.assert_allclose(losses, [r["loss"] for r in straight.history], rtol=2e-5, atol=1e-6)
     ours = jax.tree.leaves(jax.device_get(straight.state.params))
-    for a, b in zip(ours, _leaves(jobs["root"] / "d8.npz"), strict=True):
+    for a, b in zip(ours, _leaves(jobs["root"] / "d8-replicated.npz"), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_fully_sharded_state_follows_the_replicated_trajectory(jobs):
+    """FSDP on 8 devices: each device holds an eighth of every parameter with an axis
+    that 8 divides (here all but the output bias), and training is unchanged."""
+    assert jobs["eight"].wait(timeout=300) == 0
+    with np.load(jobs["root"] / "d8-fsdp.npz") as f:
+        shapes = [f[f"arr_{i}"].shape for i in range(4)]
+        fraction = f["fraction"]
+    expected = [1.0 if all(n % 8 for n in shape) else 1 / 8 for shape in shapes]
+    np.testing.assert_array_equal(fraction, expected)
+    assert sorted(fraction)[:3] == [1 / 8] * 3
+    key, losses = _losses(jobs["root"] / "d8" / "fsdp")
+    replicated_key, replicated = _losses(jobs["root"] / "d8" / "replicated")
+    assert key == replicated_key
+    np.testing.assert_allclose(losses, replicated, rtol=2e-5, atol=1e-6)
+    for a, b in zip(
+        _leaves(jobs["root"] / "d8-fsdp.npz"),
+        _leaves(jobs["root"] / "d8-replicated.npz"),
+        strict=True,
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 

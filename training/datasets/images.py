@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from miles_cli import UsageError
+from training.distributed import primary_first
 
 DIGITS = "digits"
 DIGITS_TEST_SIZE = 297  # 1797 digits -> 1500 train / 297 test
@@ -105,7 +106,7 @@ def load_tfds_images(
     if "image" not in features or "label" not in features:
         raise UsageError(f"TFDS data set {name!r} has no 'image' and 'label' features")
     if download:
-        builder.download_and_prepare(file_format="array_record")
+        primary_first(builder.download_and_prepare, file_format="array_record")
     try:
         train, test = (builder.as_data_source(split=s) for s in ("train", test_split))
     except Exception as error:
