@@ -197,7 +197,10 @@ def make_predict(model, a_norm, u_norm):
 
 
 def _save_normalizers(path: Path, a_norm, u_norm) -> None:
-    np.savez(path, a_mean=a_norm.mean, a_std=a_norm.std, u_mean=u_norm.mean, u_std=u_norm.std)
+    if training.is_primary():
+        np.savez(
+            path, a_mean=a_norm.mean, a_std=a_norm.std, u_mean=u_norm.mean, u_std=u_norm.std
+        )
 
 
 def load_normalizers(run_dir: str | os.PathLike):

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -99,6 +100,9 @@ def initialize_distributed(
     a cluster that ``jax.distributed`` detects (module docstring) is joined the
     way it detects; with neither, this is a single-process run and nothing
     happens. Calling it again in a process that already joined does nothing.
+    Once joined, an uncaught exception ends the process at once with status 1
+    (after printing its traceback), so that the launcher or the cluster stops
+    the others instead of every process waiting for the failed one.
 
     Args:
       coordinator_address: ``host:port`` of process 0.
@@ -126,6 +130,7 @@ def initialize_distributed(
             return False
         _use_cpu_collectives()
         jax.distributed.initialize(initialization_timeout=int(np.ceil(timeout_s)))
+        _exit_at_once_on_error()
         return True
 
     host, port = _split_address(address)
@@ -150,7 +155,26 @@ def initialize_distributed(
         process_id=process_id,
         initialization_timeout=remaining,
     )
+    _exit_at_once_on_error()
     return True
+
+
+def _exit_at_once_on_error() -> None:
+    """Make an uncaught exception end this process immediately (status 1).
+
+    Otherwise the process would wait at exit in ``jax.distributed``'s shutdown
+    barrier for processes that are themselves waiting for it in a collective,
+    and the run would hang until a timeout instead of failing where it failed.
+    """
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback):
+        previous(kind, value, traceback)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+    sys.excepthook = hook
 
 
 def _use_cpu_collectives() -> None:

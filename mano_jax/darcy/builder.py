@@ -375,10 +375,15 @@ def load_darcy(
         low=low,
         solve_resolution=solve_resolution,
     )
-    builder = DarcyFlow(
-        config=config,
-        data_dir=os.fspath(data_dir) if data_dir is not None else default_data_dir(),
-        num_workers=num_workers,
-    )
-    primary_first(builder.download_and_prepare)  # one process generates, the others read
-    return builder.as_data_source()[split]
+
+    def prepared() -> DarcyFlow:
+        builder = DarcyFlow(
+            config=config,
+            data_dir=os.fspath(data_dir) if data_dir is not None else default_data_dir(),
+            num_workers=num_workers,
+        )
+        builder.download_and_prepare()
+        return builder
+
+    # One process generates; the others then open the finished data set.
+    return primary_first(prepared).as_data_source()[split]

@@ -2,9 +2,11 @@
 
 import json
 
+import multiprocess
 import numpy as np
 import pytest
 
+import training
 from mano_jax import darcy
 from mano_jax.__main__ import main
 from mano_jax.darcy_job import DarcyJobConfig, load_normalizers
@@ -97,3 +99,21 @@ def test_config_validates():
         DarcyJobConfig(model="unet")
     assert DarcyJobConfig().model_config().dim > 0
     assert DarcyJobConfig(model="fno").model_config().width > 0
+
+
+def test_train_command_runs_unchanged_as_two_processes(tmp_path, data_dir):
+    """The same command under ``training.launch``: 2 processes x 2 devices, 4 steps."""
+    run = tmp_path / "two"
+    argv = ["train", *TINY, "--steps", "4", "--eval-every", "2", "--checkpoint-every", "2"]
+    launched = multiprocess.run_local(
+        ["python", "-m", "mano_jax", *argv, "--run-dir", str(run), "--data-dir", data_dir]
+    )
+    assert launched.returncode == 0, launched.output[-4000:]
+    summaries = sorted(line[4:] for line in launched.stdout.splitlines() if "relative L2" in line)
+    assert len(summaries) == 2 and summaries[0] == summaries[1]  # [0] and [1] agree
+    results = json.loads((run / "results.json").read_text())
+    assert results["steps"] == 4 and f"{results['test_relative_l2']:.4f}" in summaries[0]
+    records = training.read_metrics(run / "metrics.jsonl")
+    assert [(r["step"], r["split"]) for r in records] == [(2, "eval"), (4, "train"), (4, "eval")]
+    for name in ("loss_curve.png", "samples.png", "normalizers.npz"):
+        assert (run / name).stat().st_size > 0, name

@@ -4,6 +4,7 @@ import json
 
 import jax
 import jax.numpy as jnp
+import multiprocess
 import numpy as np
 import pytest
 
@@ -151,3 +152,21 @@ def test_boxes_command_and_usage_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["chacal-train", "--gamma", "1.0"])
     assert "gamma must be a finite number >= 0 and < 1, got 1.0" in capsys.readouterr().err
+
+
+def test_chacal_train_runs_unchanged_as_two_processes(tmp_path):
+    """The same command under ``training.launch``: 2 processes x 2 devices, 4 steps."""
+    run = tmp_path / "two"
+    argv = ["chacal-train", *TINY, "--steps", "4", "--eval-every", "2"]
+    launched = multiprocess.run_local(["python", "-m", "seq_models", *argv, "--run-dir", str(run)])
+    assert launched.returncode == 0, launched.output[-4000:]
+    accuracy = sorted(line[4:] for line in launched.stdout.splitlines() if "accuracy by" in line)
+    assert len(accuracy) == 2 and accuracy[0] == accuracy[1]  # [0] and [1] agree
+    results = json.loads((run / "results.json").read_text())
+    assert results["steps"] == 4
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["split"]) for r in records if r["split"] == "eval"] == [
+        (2, "eval"),
+        (4, "eval"),
+    ]
+    assert (run / "accuracy_by_changes.png").stat().st_size > 0

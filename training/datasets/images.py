@@ -106,7 +106,14 @@ def load_tfds_images(
     if "image" not in features or "label" not in features:
         raise UsageError(f"TFDS data set {name!r} has no 'image' and 'label' features")
     if download:
-        primary_first(builder.download_and_prepare, file_format="array_record")
+
+        def prepared():
+            ready = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+            ready.download_and_prepare(file_format="array_record")
+            return ready
+
+        # One process prepares; the others then open the finished data set.
+        builder = primary_first(prepared)
     try:
         train, test = (builder.as_data_source(split=s) for s in ("train", test_split))
     except Exception as error:
