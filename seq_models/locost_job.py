@@ -68,6 +68,8 @@ class LOCOSTJobConfig:
       init_from: run directory of a pretraining stage to start from (finetune).
       data_dir: TFDS data directory (default: $MILES_JAX_DATA_DIR or
         ~/.cache/miles_jax/tensorflow_datasets).
+      param_sharding: replicated (every device holds the parameters and AdamW state)
+        or fsdp (both split over the devices; same training, less memory per device).
     """
 
     stage: str = option("finetune", choices=STAGES)
@@ -89,6 +91,7 @@ class LOCOSTJobConfig:
     num_beams: int = option(2, minimum=1, identity=False)
     init_from: str | None = option(None)
     data_dir: str | None = option(None, identity=False)
+    param_sharding: str = option("replicated", choices=training.PARAM_SHARDINGS, identity=False)
 
     def __post_init__(self) -> None:
         check_config(self)
