@@ -13,10 +13,13 @@ the certification settings are not part of the run's identity.
 Every test example gets one set of selection and estimation samples, and the three
 certificates are computed from the very same samples: Cohen et al.'s, ``R_multi`` and the
 Lipschitz-aware one (``L = 1`` for the logits, so ``softmax(z / t)`` scores are
-``1 / (2 t)``-Lipschitz and ``sparsemax(z / t)`` ones ``1 / t``-Lipschitz). Written to
-``run_dir``: ``certify_<method>.tsv`` (Cohen's columns ``idx label predict radius correct
-time``, ``predict`` -1 for an abstention, ``time`` as Cohen's ``h:mm:ss.ffffff``: the
-example's shared sampling time plus the certificate's own),
+``1 / (2 t)``-Lipschitz and ``sparsemax(z / t)`` ones ``1 / t``-Lipschitz). The examples
+are sampled ``certify_batch`` at a time, over all devices (``sample_certification_batch``);
+example ``i`` draws its noise from ``fold_in(key(noise_seed), i)`` whatever the grouping
+and the devices. Written to ``run_dir``: ``certify_<method>.tsv`` (Cohen's columns ``idx
+label predict radius correct time``, ``predict`` -1 for an abstention, ``time`` as Cohen's
+``h:mm:ss.ffffff``: the example's share of its group's sampling time plus the
+certificate's own),
 ``certified_accuracy.png`` (certified accuracy against radius, one curve per certificate,
 and the unsmoothed network's own margin certificate for reference) and ``results.json``
 (settings, certified accuracy at ``radii``, timings).
@@ -42,7 +45,7 @@ from lipschitz.train_job import TrainConfig, margin_loss
 from miles_cli import config_to_dict, option
 from smoothing.certificates import certificate, check_certificate_arguments
 from smoothing.simplex import SimplexMap
-from smoothing.smoothed import DEFAULT_MAPS, sample_certification
+from smoothing.smoothed import DEFAULT_MAPS, sample_certification_batch
 from training import harness, runs
 
 CERTIFICATES = ("cohen", "multi", "lipschitz")
@@ -75,7 +78,9 @@ class CertifyJobConfig(TrainConfig):
       n: estimation samples (the paper: 100000).
       alpha: failure probability.
       examples: test images to certify (the first of the fixed test split of 297).
-      sample_batch: noisy copies per forward pass (memory budget).
+      sample_batch: noisy copies per forward pass of one device (memory budget).
+      certify_batch: test images sampled together (one ``sample_certification_batch``
+        call; the results do not depend on it).
       split: share of alpha for the margin bounds of the Lipschitz-aware certificate.
       maps: soft simplex maps the Lipschitz-aware certificate chooses from.
       noise_seed: noise seed (example i uses fold_in(key(noise_seed), i)).
@@ -93,6 +98,7 @@ class CertifyJobConfig(TrainConfig):
     alpha: float = option(0.001, positive=True, below=1, identity=False)
     examples: int = option(297, minimum=1, identity=False)
     sample_batch: int = option(1000, minimum=1, identity=False)
+    certify_batch: int = option(64, minimum=1, identity=False)
     split: float = option(0.5, positive=True, below=1, identity=False)
     maps: tuple[SimplexMap, ...] = option(DEFAULT_MAPS, cli=False, identity=False)
     noise_seed: int = option(0, minimum=0, identity=False)
@@ -172,51 +178,63 @@ def certify_test_set(
     progress: bool = True,
 ) -> dict[str, list[dict[str, Any]]]:
     """Certify ``images: [b, s, s, 1]`` with each of ``methods`` on shared samples; per
-    method one record per image (``idx label predict radius correct time method``)."""
+    method one record per image (``idx label predict radius correct time method``).
+
+    The images are sampled ``config.certify_batch`` at a time (``sample_certification_batch``
+    over all devices, ``training.data_mesh()``), image ``idx`` from the key
+    ``fold_in(key(noise_seed), idx)``: the records do not depend on the grouping nor on the
+    number of devices. An image's ``time`` is its group's sampling time divided by the
+    group's size, plus its own certificate's time."""
 
     def logits_fn(p, xs):
         return model.apply(p, xs)
 
     root = jax.random.key(config.noise_seed)
+    mesh = training.data_mesh()
     records: dict[str, list[dict[str, Any]]] = {name: [] for name in methods}
-    bar = tqdm(range(len(images)), desc="certify", disable=not progress, dynamic_ncols=True)
-    for idx in bar:
-        start = time.perf_counter()
-        selection, estimation = sample_certification(
-            jax.random.fold_in(root, idx),
+    bar = tqdm(total=len(images), desc="certify", disable=not progress, dynamic_ncols=True)
+    for start in range(0, len(images), config.certify_batch):
+        indices = np.arange(start, min(start + config.certify_batch, len(images)))
+        begin = time.perf_counter()
+        samples = sample_certification_batch(
+            root,
             logits_fn,
             params,
-            images[idx],
+            images[indices],
             sigma=config.sigma,
             n0=config.n0,
             n=config.n,
             batch_size=config.sample_batch,
             maps=config.maps,
+            indices=indices,
+            mesh=mesh,
         )
-        sampled = time.perf_counter() - start
-        for name in methods:
-            begin = time.perf_counter()
-            cert = certificate(
-                selection,
-                estimation,
-                method=name,
-                sigma=config.sigma,
-                alpha=config.alpha,
-                maps=config.maps,
-                lipschitz=1.0,
-                split=config.split,
-            )
-            records[name].append(
-                {
-                    "idx": idx,
-                    "label": int(labels[idx]),
-                    "predict": cert.prediction,
-                    "radius": cert.radius,
-                    "correct": cert.prediction == int(labels[idx]),
-                    "time": sampled + time.perf_counter() - begin,
-                    "method": cert.method,
-                }
-            )
+        sampled = (time.perf_counter() - begin) / len(indices)
+        for idx, (selection, estimation) in zip(indices, samples, strict=True):
+            for name in methods:
+                begin = time.perf_counter()
+                cert = certificate(
+                    selection,
+                    estimation,
+                    method=name,
+                    sigma=config.sigma,
+                    alpha=config.alpha,
+                    maps=config.maps,
+                    lipschitz=1.0,
+                    split=config.split,
+                )
+                records[name].append(
+                    {
+                        "idx": int(idx),
+                        "label": int(labels[idx]),
+                        "predict": cert.prediction,
+                        "radius": cert.radius,
+                        "correct": cert.prediction == int(labels[idx]),
+                        "time": sampled + time.perf_counter() - begin,
+                        "method": cert.method,
+                    }
+                )
+        bar.update(len(indices))
         bar.set_postfix(
             {name: f"{np.mean([r['correct'] for r in records[name]]):.2f}" for name in methods}
         )

@@ -4,7 +4,13 @@ The base classifier is any pure function ``logits = f(params, xs)`` from a batch
 ``[b, *x.shape]`` to ``[b, k]``. The smoothed classifier predicts the class ``f`` returns
 most often on ``x + sigma z``, ``z ~ N(0, I)``, with ``sigma`` on the model's input scale
 (the noise is added to the array ``f`` receives: for images standardised to ``[-1, 1]``,
-``sigma = 0.5`` is a quarter of the pixel range).
+``sigma = 0.5`` is a quarter of the pixel range). To state ``sigma`` in pixel units
+whatever ``f`` expects, smooth ``with_normalization(f, mean, std)`` (``normalization``).
+
+``sample_certification_batch`` draws the selection and estimation statistics of many
+inputs at once, input ``i`` from ``fold_in(key, indices[i])``, and optionally over a
+mesh of devices; ``sample_certification`` (one input, its own key) is its one-input
+case, and ``certify`` is ``sample_certification`` followed by ``certificate``.
 
 Defaults are the paper's: ``n0 = 100`` selection samples, ``n = 100_000`` estimation
 samples, ``alpha = 0.001``. Few samples cannot be confident at a small ``alpha``. With
@@ -24,6 +30,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 from scipy import stats
 
 from smoothing import checks
@@ -36,7 +43,8 @@ from smoothing.certificates import (
 from smoothing.sampling import (
     BaseClassifier,
     NoiseStatistics,
-    _sample_statistics,
+    _sample,
+    check_mesh,
     check_sampling,
 )
 from smoothing.simplex import SimplexMap
@@ -90,25 +98,28 @@ def predict(
     noise; ``batch_size`` noisy copies are evaluated at once."""
     alpha, sigma = checks.check_alpha(alpha), checks.check_sigma(sigma)
     n = checks.check_count(n, "n")
-    key, x, _, _ = check_sampling(key, f, params, x, n, batch_size, ())
-    votes = _sample_statistics(key, f, params, x, n, sigma, int(batch_size), ()).votes
-    return _predict_from_votes(votes, alpha)
+    key, xs, _, _ = check_sampling(key, f, params, np.asarray(x)[None], n, batch_size, ())
+    [[stats]] = _sample(
+        key[None, None], f, params, xs, (n,), sigma, batch_size, (), check_mesh(None), [[""]]
+    )
+    return _predict_from_votes(stats.votes, alpha)
 
 
-def _sample_certification(key, f, params, x, sigma, n0, n, batch_size, maps):
-    """``sample_certification`` of checked arguments."""
-    selection_key, estimation_key = jax.random.split(key)
-    common = (sigma, batch_size, maps)
-    selection = _sample_statistics(selection_key, f, params, x, n0, *common, "selection ")
-    estimation = _sample_statistics(estimation_key, f, params, x, n, *common, "estimation ")
-    return selection, estimation
+def _sample_certification(keys, f, params, xs, sigma, n0, n, batch_size, maps, mesh, names):
+    """``sample_certification_batch`` of checked arguments, input ``i`` from ``keys[i]``
+    (``[b]``) and named ``names[i]`` in NaN errors: ``[b]`` pairs (selection,
+    estimation)."""
+    stage_keys = jax.vmap(jax.random.split)(keys)
+    labels = [(f"{name}selection ", f"{name}estimation ") for name in names]
+    stages = _sample(stage_keys, f, params, xs, (n0, n), sigma, batch_size, maps, mesh, labels)
+    return list(zip(*stages, strict=True))
 
 
-def _check_sample_certification(key, f, params, x, n0, n, batch_size, maps):
-    """Everything ``sample_certification`` checks but ``sigma``."""
+def _check_sample_certification(key, f, params, xs, n0, n, batch_size, maps, mesh):
+    """Everything ``sample_certification_batch`` checks but ``sigma`` and ``indices``."""
     n0, n = checks.check_count(n0, "n0"), checks.check_count(n, "n")
-    key, x, maps, _ = check_sampling(key, f, params, x, n, batch_size, maps)
-    return key, x, n0, n, int(batch_size), maps
+    key, xs, maps, _ = check_sampling(key, f, params, xs, n, batch_size, maps)
+    return key, xs, n0, n, int(batch_size), maps, check_mesh(mesh)
 
 
 def sample_certification(
@@ -122,14 +133,90 @@ def sample_certification(
     n: int = DEFAULT_N,
     batch_size: int = DEFAULT_BATCH_SIZE,
     maps: Sequence[SimplexMap] = (),
+    mesh: Mesh | None = None,
 ) -> tuple[NoiseStatistics, NoiseStatistics]:
-    """Independent selection (``n0``) and estimation (``n``) statistics of one input, from
-    two keys split from ``key`` (a ``jax.random`` key or an int seed); every certificate
-    of ``certificate`` can use them."""
+    """Independent selection (``n0``) and estimation (``n``) statistics of one input ``x``,
+    from the two keys ``split(key)`` (``key``: a ``jax.random`` key or an int seed); every
+    certificate of ``certificate`` can use them. ``mesh``: as in ``sample_statistics``.
+    The one-input case of ``sample_certification_batch``: input ``i`` of a batch drawn
+    with key ``k`` gets exactly ``sample_certification(fold_in(k, i), ...)``."""
     sigma = checks.check_sigma(sigma)
-    checked = _check_sample_certification(key, f, params, x, n0, n, batch_size, maps)
-    key, x, n0, n, batch_size, maps = checked
-    return _sample_certification(key, f, params, x, sigma, n0, n, batch_size, maps)
+    checked = _check_sample_certification(
+        key, f, params, np.asarray(x)[None], n0, n, batch_size, maps, mesh
+    )
+    key, xs, n0, n, batch_size, maps, mesh = checked
+    [pair] = _sample_certification(
+        key[None], f, params, xs, sigma, n0, n, batch_size, maps, mesh, [""]
+    )
+    return pair
+
+
+def sample_certification_batch(
+    key: jax.Array | int,
+    f: BaseClassifier,
+    params: Any,
+    xs: jax.Array,
+    *,
+    sigma: float,
+    n0: int = DEFAULT_N0,
+    n: int = DEFAULT_N,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    maps: Sequence[SimplexMap] = (),
+    indices: Sequence[int] | np.ndarray | None = None,
+    mesh: Mesh | None = None,
+) -> list[tuple[NoiseStatistics, NoiseStatistics]]:
+    """``sample_certification`` of many inputs at once: their noise batches share the
+    compiled calls (several small batches fill one call up to ``batch_size`` noisy copies
+    per device) and are all dispatched before any result is read back.
+
+    Key scheme: input ``i`` uses the key ``fold_in(key, indices[i])`` and gets exactly
+    the statistics of ``sample_certification(fold_in(key, indices[i]), f, params, xs[i],
+    ...)``; its noise depends on that key alone (``smoothing.sampling``), so the results
+    do not depend on how inputs are grouped into calls of this function, nor on the mesh.
+
+    Args:
+      key: a ``jax.random`` key or an int seed, the root of the per-input keys.
+      f: base classifier ``logits = f(params, xs)``, ``[b, *x.shape] -> [b, k]`` (the same
+        function object every call: it is compiled once).
+      params: its parameters.
+      xs: ``[b, *x.shape]``, the inputs on the model's input scale.
+      sigma, n0, n, batch_size, maps: as in ``certify`` (``maps``: the soft maps whose
+        statistics are gathered); ``batch_size`` is per device.
+      indices: ``[b]`` integers in ``[0, 2^32)``, the index of each input in the data set
+        (default ``0, ..., b - 1``): certifying a data set in groups with the indices of
+        each group gives the same statistics as one call on the whole set.
+      mesh: a 1-D ``jax.sharding.Mesh`` with axis ``"data"`` over which the noise batches
+        are spread; default this process's first device. In a multi-process run every
+        process passes the same arguments and a mesh over all devices, and receives all
+        the statistics.
+
+    Returns:
+      ``[b]`` pairs ``(selection, estimation)`` of ``NoiseStatistics``.
+    """
+    sigma = checks.check_sigma(sigma)
+    checked = _check_sample_certification(key, f, params, xs, n0, n, batch_size, maps, mesh)
+    key, xs, n0, n, batch_size, maps, mesh = checked
+    indices = _check_indices(indices, len(xs))
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(key, indices)
+    names = [f"input {i}, " for i in indices]
+    return _sample_certification(keys, f, params, xs, sigma, n0, n, batch_size, maps, mesh, names)
+
+
+def _check_indices(indices, count: int) -> np.ndarray:
+    """``indices`` (default ``0, ..., count - 1``) as ``uint32 [count]``."""
+    if indices is None:
+        return np.arange(count, dtype=np.uint32)
+    array = np.asarray(indices)
+    if (
+        array.shape != (count,)
+        or not np.issubdtype(array.dtype, np.integer)
+        or array.min() < 0
+        or array.max() >= 2**32
+    ):
+        raise ValueError(
+            f"indices must be [{count}] integers in [0, 2^32), one per input, got {indices!r}"
+        )
+    return array.astype(np.uint32)
 
 
 def certify(
@@ -176,10 +263,12 @@ def certify(
     """
     sigma, alpha = check_certificate_arguments(method, sigma, alpha, maps, lipschitz, split)
     sampled_maps = tuple(maps) if method == "lipschitz" else ()
-    checked = _check_sample_certification(key, f, params, x, n0, n, batch_size, sampled_maps)
-    key, x, n0, n, batch_size, sampled_maps = checked
-    selection, estimation = _sample_certification(
-        key, f, params, x, sigma, n0, n, batch_size, sampled_maps
+    checked = _check_sample_certification(
+        key, f, params, np.asarray(x)[None], n0, n, batch_size, sampled_maps, None
+    )
+    key, xs, n0, n, batch_size, sampled_maps, mesh = checked
+    [(selection, estimation)] = _sample_certification(
+        key[None], f, params, xs, sigma, n0, n, batch_size, sampled_maps, mesh, [""]
     )
     return _certificate(
         selection, estimation, method, sigma, alpha, tuple(maps), lipschitz, float(split)

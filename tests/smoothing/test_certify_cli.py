@@ -12,6 +12,7 @@ TINY = [
     "--image-size", "8", "--widths", "4", "--hidden", "8", "--steps", "30",
     "--batch-size", "32", "--learning-rate", "0.01", "--examples", "6", "--n0", "100",
     "--n", "300", "--sample-batch", "100", "--alpha", "0.01", "--sigma", "0.25",
+    "--certify-batch", "3",
 ]  # fmt: skip
 
 
@@ -54,7 +55,8 @@ def test_certify_writes_tsv_plot_and_results(certified_run):
 def test_same_samples_and_reload(certified_run, capsys):
     """The three certificates share their samples: R_multi and Cohen predict the same
     class (the selection argmax) wherever both certify. A second run loads the trained
-    classifier and reproduces the same rows (same noise seed)."""
+    classifier and reproduces the same rows (same noise seed), though its images are
+    sampled in one group of 2 instead of groups of 3."""
     _, cohen = _read_tsv(certified_run / "certify_cohen.tsv")
     _, multi = _read_tsv(certified_run / "certify_multi.tsv")
     for a, b in zip(cohen, multi, strict=True):

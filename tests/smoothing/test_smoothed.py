@@ -259,3 +259,124 @@ def test_certify_validates_sigma_and_alpha_once(linear_params, monkeypatch):
             maps=MAPS,
         )
         assert calls == {"check_sigma": 1, "check_alpha": 1}, method
+
+
+def test_batched_sampling_is_the_per_input_sampling_whatever_the_grouping(mlp_params):
+    """Input i of a batch drawn with key k gets sample_certification(fold_in(k, index_i)):
+    the same counts (and soft means) alone, in one batch, or in groups. 4 inputs, 100
+    selection samples (3 per call of 300) and 700 estimation samples in batches of 300."""
+    xs = jnp.asarray(np.random.default_rng(8).normal(size=(4, 4, 4)), jnp.float32)
+    key, indices = jax.random.key(9), np.array([5, 0, 11, 2])
+    maps = MAPS[:1]
+    kwargs = {"sigma": SIGMA, "n0": 100, "n": 700, "batch_size": 300, "maps": maps}
+    batch = smoothing.sample_certification_batch(
+        key, mlp, mlp_params, xs, indices=indices, **kwargs
+    )
+    grouped = smoothing.sample_certification_batch(
+        key, mlp, mlp_params, xs[:3], indices=indices[:3], **kwargs
+    ) + smoothing.sample_certification_batch(key, mlp, mlp_params, xs[3:], indices=[2], **kwargs)
+    alone = [
+        smoothing.sample_certification(jax.random.fold_in(key, i), mlp, mlp_params, x, **kwargs)
+        for i, x in zip(indices, xs, strict=True)
+    ]
+    assert len(batch) == len(grouped) == 4
+    for pairs in (grouped, alone):
+        for ours, theirs in zip(batch, pairs, strict=True):
+            for a, b in zip(ours, theirs, strict=True):
+                assert a.num == b.num and a.votes.sum() == a.num
+                np.testing.assert_array_equal(a.votes, b.votes)
+                np.testing.assert_allclose(a.mean, b.mean, rtol=0, atol=1e-6)
+                np.testing.assert_allclose(a.cov, b.cov, rtol=0, atol=1e-6)
+    # Different inputs draw different noise: the two estimation counts of one input, with
+    # the keys of two indices, differ.
+    other = smoothing.sample_certification_batch(
+        key, mlp, mlp_params, xs[3:], indices=[3], **kwargs
+    )
+    assert not np.array_equal(other[0][1].votes, batch[3][1].votes)
+
+
+def test_batched_nan_logits_name_the_input():
+    xs = jnp.array([[0.0, 0.0, 0.0], [1e6, 0.0, 0.0]])  # the second is NaN on every sample
+    with pytest.raises(ValueError, match="NaN logits for input 8, selection noise batch 0 of 1"):
+        smoothing.sample_certification_batch(
+            0, nan_above, jnp.float32(5.0), xs, sigma=SIGMA, n0=10, n=10, indices=[7, 8]
+        )
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"indices": [0, 1]}, r"indices must be \[3\] integers in \[0, 2\^32\)"),
+        ({"indices": [0, -1, 2]}, r"indices must be \[3\] integers"),
+        ({"indices": [0.0, 1.0, 2.0]}, r"indices must be \[3\] integers"),
+        ({"xs": np.zeros((0, DIM))}, r"xs must be a batch \[b, \*x.shape\] of b >= 1 inputs"),
+        ({"xs": np.float32(1.0)}, r"xs must be a batch"),
+        ({"mesh": "gpu"}, r"mesh must be a jax.sharding.Mesh with the one axis \('data',\)"),
+        (
+            {"mesh": jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("batch",))},
+            r"mesh must be a .* got \('batch',\)",
+        ),
+        ({"sigma": 0.0}, "sigma must be a positive finite number"),
+        ({"n0": 0}, "n0 must be an integer >= 1"),
+    ],
+)
+def test_batched_argument_errors(linear_params, kwargs, match):
+    arguments = {"xs": np.zeros((3, DIM)), "sigma": SIGMA, "n": 10, **kwargs}
+    xs = arguments.pop("xs")
+    with pytest.raises(ValueError, match=match):
+        smoothing.sample_certification_batch(0, linear, linear_params, xs, **arguments)
+
+
+def test_with_normalization_is_the_model_on_normalised_inputs(mlp_params):
+    """Per-channel statistics (the last axis), against normalising by hand; equal wrappers
+    are equal (one compilation)."""
+    rng = np.random.default_rng(10)
+    xs = jnp.asarray(rng.uniform(size=(3, 4, 4)), jnp.float32)
+    mean, std = np.array([0.4, 0.5, 0.45, 0.3]), np.array([0.2, 0.25, 0.3, 0.5])
+    g = smoothing.with_normalization(mlp, mean, std)
+    manual = mlp(mlp_params, (xs - mean.astype(np.float32)) / std.astype(np.float32))
+    np.testing.assert_allclose(g(mlp_params, xs), manual, rtol=1e-6, atol=1e-6)
+    same = smoothing.with_normalization(mlp, list(mean), list(std))
+    assert g == same and hash(g) == hash(same)
+    assert g != smoothing.with_normalization(mlp, mean, 2 * std)
+
+
+def test_with_normalization_puts_sigma_in_pixel_units(mlp_params):
+    """With a scalar std, smoothing the wrapper at sigma is smoothing the model at
+    sigma / std on normalised inputs: the same counts, radii scaled by std."""
+    mean, std, sigma = 0.5, 0.25, 0.125
+    x = jnp.asarray(np.random.default_rng(11).uniform(size=(4, 4)), jnp.float32)
+    g = smoothing.with_normalization(mlp, mean, std)
+    kwargs = {"n0": 300, "n": 300, "batch_size": 300}
+    key = jax.random.key(12)
+    pixel = smoothing.sample_certification(key, g, mlp_params, x, sigma=sigma, **kwargs)
+    normalised = smoothing.sample_certification(
+        key, mlp, mlp_params, (x - mean) / std, sigma=sigma / std, **kwargs
+    )
+    for a, b in zip(pixel, normalised, strict=True):
+        np.testing.assert_array_equal(a.votes, b.votes)
+    cohen = {"method": "cohen", "alpha": 0.01}
+    ours = smoothing.certificate(*pixel, sigma=sigma, **cohen)
+    theirs = smoothing.certificate(*normalised, sigma=sigma / std, **cohen)
+    assert ours.prediction == theirs.prediction != smoothing.ABSTAIN
+    assert ours.radius == pytest.approx(std * theirs.radius, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "mean,std,match",
+    [
+        (0.5, 0.0, "std must be positive and finite"),
+        (0.5, [0.2, -0.1], "std must be positive and finite"),
+        (np.nan, 0.2, "mean must be finite"),
+        ([0.1, 0.2, 0.3], [0.2, 0.2], "mean and std must broadcast together"),
+    ],
+)
+def test_with_normalization_argument_errors(mean, std, match):
+    with pytest.raises(ValueError, match=match):
+        smoothing.with_normalization(mlp, mean, std)
+
+
+def test_with_normalization_refuses_statistics_of_another_shape(mlp_params):
+    g = smoothing.with_normalization(mlp, [0.5, 0.5, 0.5], 0.25)  # 3 channels, inputs [4, 4]
+    with pytest.raises(ValueError, match=r"mean must broadcast to the shape of one input \(4, 4\)"):
+        smoothing.certify(0, g, mlp_params, jnp.zeros((4, 4)), sigma=0.25, n=10)
