@@ -2,8 +2,9 @@
 
 ``python -m mano_jax train`` with no arguments is the library's main job:
 generate (or reuse) the 32x32 Darcy data set and train the ``darcy-tiny`` MANO
-operator on it, writing everything under ``runs/``. ``--task classify`` trains
-an image classifier instead.
+operator on it, writing everything under ``runs/``. ``--data FILE`` trains on the
+user's own fields (``.npz`` or ``.mat``, see ``mano_jax.field_data``);
+``--task classify`` trains an image classifier instead.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ DESCRIPTIONS = {
 
 def _summary(config, results: dict, run_dir: str) -> str:
     if config.task == "darcy":
-        figure = f"test relative L2 {results['test_relative_l2']:.4f}"
+        figure = (
+            f"test relative L2 {results['test_relative_l2']:.4f}, "
+            f"relative MSE {results['test_relative_mse']:.4g}"
+        )
     else:
         figure = f"test accuracy {results['test_accuracy']:.4f}"
     return (

@@ -1,16 +1,20 @@
 """The Darcy operator-learning job: data, normalisers, ``fit``, evaluation, figures.
 
 ``training.train_and_evaluate(DarcyJobConfig(...), run_dir)`` generates (or
-reuses) the Darcy data set, trains the configured operator (progress bar,
-checkpoints, resume), and leaves in ``run_dir``::
+reuses) the Darcy data set, or reads the user's own fields (``data``: an ``.npz`` or
+``.mat`` file, see ``mano_jax.field_data``), trains the configured operator (progress
+bar, checkpoints, resume), and leaves in ``run_dir``::
 
     config.json        the job configuration (a rerun must match it to resume)
     normalizers.npz    the pointwise Gaussian normalisers of a and u
     checkpoints/       orbax checkpoints (train state + data position)
     metrics.jsonl      training and evaluation records
-    loss_curve.png     training loss and test relative L2 against steps
-    samples.png        four test samples: coefficient, truth, prediction, error
-    results.json       test relative L2, parameters, training time, peak memory
+    loss_curve.png     training loss, test relative L2 and relative MSE against steps
+    samples.png        four test samples: input, truth, prediction, error (channel 0)
+    results.json       test relative L2 and relative MSE, parameters, training time,
+                       peak memory
+
+Fields are ``[n, H, W, C]`` throughout (generated Darcy data has one channel).
 
 ``evaluate_darcy_run(run_dir, resolution)`` reloads a run and measures its test
 error at any supported resolution (zero-shot when it differs from training).
@@ -29,10 +33,10 @@ import numpy as np
 from scipy.interpolate import RegularGridInterpolator
 
 import training
-from mano_jax import darcy
+from mano_jax import darcy, field_data
 from mano_jax.fno import FNO_PRESETS
 from mano_jax.models import OPERATOR_PRESETS
-from miles_cli import check_config, option
+from miles_cli import UsageError, check_config, option
 from training import harness, runs
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {**OPERATOR_PRESETS, "fno": FNO_PRESETS}
@@ -47,9 +51,9 @@ class DarcyJobConfig:
     Attributes:
       model: operator: mano, fno, swin (window attention) or vit (global attention).
       preset: a preset of that model (darcy-tiny, darcy-paper, ...).
-      resolution: grid nodes per side, for training and testing.
-      train_size: generated training examples.
-      test_size: generated test examples.
+      resolution: grid nodes per side, for training and testing (generated data).
+      train_size: training examples (generated, or the first ones of --data).
+      test_size: test examples (generated, or the last ones of --data).
       data_seed: seed of the generated data set.
       batch_size: examples per step.
       num_steps: optimizer steps.
@@ -60,6 +64,11 @@ class DarcyJobConfig:
       checkpoint_every: steps between checkpoints (0: only at the end).
       data_dir: TFDS data directory (default: $MILES_JAX_DATA_DIR or
         ~/.cache/miles_jax/tensorflow_datasets).
+      data: train on this .npz or .mat file of input and output fields [N, H, W(, C)]
+        instead of generated Darcy data (see mano_jax.field_data for the layouts).
+      input_key: name of the input array in --data (default: inputs, x, a or coeff).
+      output_key: name of the output array in --data (default: outputs, y, u or sol).
+      data_stride: keep every n-th grid point of --data along each axis (421 -> 85: 5).
     """
 
     task: str = option("darcy", choices=("darcy",), cli=False)
@@ -77,6 +86,10 @@ class DarcyJobConfig:
     eval_every: int = option(500, minimum=0)
     checkpoint_every: int = option(250, minimum=0)
     data_dir: str | None = option(None, identity=False)
+    data: str | None = option(None)
+    input_key: str | None = option(None)
+    output_key: str | None = option(None)
+    data_stride: int = option(1, minimum=1)
 
     def __post_init__(self) -> None:
         check_config(self)
@@ -90,27 +103,33 @@ class DarcyJobConfig:
                 f"batch_size must be <= train_size ({self.train_size}), got {self.batch_size}"
             )
 
-    def model_config(self):
-        return MODEL_PRESETS[self.model][self.preset]
+    def model_config(self, out_channels: int = 1):
+        """The preset, predicting ``out_channels`` output channels."""
+        preset = MODEL_PRESETS[self.model][self.preset]
+        return dataclasses.replace(preset, out_channels=out_channels)
 
     def default_run_dir(self) -> str:
+        if self.data is not None:
+            return f"runs/{Path(self.data).stem}-{self.model}-{self.preset}"
         return f"runs/darcy-{self.model}-{self.preset}-r{self.resolution}"
 
     def build(self, run_dir: Path) -> harness.Experiment:
         """Data, normalisers (saved to ``run_dir``), operator, AdamW state and loss."""
-        a_train, u_train = load_split(self, "train")
-        a_test, u_test = load_split(self, "test")
+        (a_train, u_train), (a_test, u_test) = load_splits(self)
         a_norm = darcy.UnitGaussianNormalizer.fit(a_train)
         u_norm = darcy.UnitGaussianNormalizer.fit(u_train)
         _save_normalizers(Path(run_dir) / NORMALIZERS_FILE, a_norm, u_norm)
-        model = self.model_config().make()
-        sample = jnp.zeros((1, self.resolution, self.resolution, 1))
+        model = self.model_config(u_train.shape[-1]).make()
+        sample = jnp.zeros((1, *a_train.shape[1:]))
         optimizer, state = runs.init_state(self, model, sample)
         predict = make_predict(model, a_norm, u_norm)
 
         def loss_fn(params, batch, rng):
             del rng
-            return darcy.relative_l2(predict(params, batch["a"]), batch["u"])
+            pred = predict(params, batch["a"])
+            return darcy.relative_l2(pred, batch["u"]), {
+                "relative_mse": darcy.relative_mse(pred, batch["u"])
+            }
 
         return harness.Experiment(
             model=model,
@@ -123,25 +142,29 @@ class DarcyJobConfig:
             eval_data=training.make_eval_loader(
                 training.ArraySource(a=a_test, u=u_test), EVAL_BATCH
             ),
-            desc=f"darcy {self.model}/{self.preset} r{self.resolution}",
+            desc=f"darcy {self.model}/{self.preset} {a_train.shape[1]}x{a_train.shape[2]}",
             extras={"predict": predict, "test": (a_test, u_test)},
         )
 
     def report(self, experiment: harness.Experiment, result, run_dir: Path) -> harness.Report:
-        """Test relative L2 of the final parameters and ``samples.png``."""
+        """Test relative L2 and MSE of the final parameters, and ``samples.png``."""
         a_test, u_test = experiment.extras["test"]
         params = jax.device_get(result.state.params)
-        test_l2, preds = evaluate_operator(experiment.extras["predict"], params, a_test, u_test)
+        errors, preds = evaluate_operator(experiment.extras["predict"], params, a_test, u_test)
         plot_samples(a_test, u_test, preds, Path(run_dir) / "samples.png")
+        name = "Darcy" if self.data is None else Path(self.data).name
         return harness.Report(
             fields={
                 "task": "darcy",
                 "model": self.model,
                 "preset": self.preset,
-                "resolution": self.resolution,
-                "test_relative_l2": test_l2,
+                "resolution": a_test.shape[1],
+                "data": self.data,
+                **errors,
             },
-            title=f"Darcy r{self.resolution}: {self.model}/{self.preset} (relative L2)",
+            title=f"{name} {a_test.shape[1]}x{a_test.shape[2]}: {self.model}/{self.preset} "
+            "(relative L2)",
+            curves=("loss", "relative_mse"),
         )
 
 
@@ -152,10 +175,9 @@ def _check_resolution(resolution: int) -> None:
         )
 
 
-def load_split(config: DarcyJobConfig, split: str, resolution: int | None = None):
-    """``(a, u)``: ``[n, s, s]`` float32 arrays of ``split`` at ``resolution``."""
+def _generated_split(config: DarcyJobConfig, split: str, resolution: int):
     source = darcy.load_darcy(
-        config.resolution if resolution is None else resolution,
+        resolution,
         split,
         train_size=config.train_size,
         test_size=config.test_size,
@@ -163,44 +185,83 @@ def load_split(config: DarcyJobConfig, split: str, resolution: int | None = None
         data_dir=config.data_dir,
     )
     items = [source[i] for i in range(len(source))]
-    return np.stack([x["a"] for x in items]), np.stack([x["u"] for x in items])
+    return tuple(np.stack([x[name] for x in items])[..., None] for name in ("a", "u"))
+
+
+def _file_splits(config: DarcyJobConfig):
+    try:
+        a, u = field_data.load_fields(
+            config.data,
+            input_key=config.input_key,
+            output_key=config.output_key,
+            stride=config.data_stride,
+        )
+    except ValueError as error:
+        raise UsageError(f"--data: {error}") from None
+    n, train, test = len(a), config.train_size, config.test_size
+    if train + test > n:
+        raise UsageError(
+            f"--data {config.data} holds {n} samples, fewer than --train-size {train} + "
+            f"--test-size {test}; lower them (training takes the first samples, testing the last)"
+        )
+    if train < 2:
+        raise UsageError(f"--train-size must be >= 2 to fit the normalisers, got {train}")
+    return (a[:train], u[:train]), (a[n - test :], u[n - test :])
+
+
+def load_splits(config: DarcyJobConfig, resolution: int | None = None):
+    """``((a_train, u_train), (a_test, u_test))``: float32 ``[n, H, W, C]`` fields.
+
+    Generated Darcy data at ``resolution`` (default ``config.resolution``), or the
+    fields of ``config.data``: the first ``train_size`` samples for training and the
+    last ``test_size`` for testing, as the published files are used.
+    """
+    if config.data is None:
+        resolution = config.resolution if resolution is None else resolution
+        return tuple(_generated_split(config, split, resolution) for split in ("train", "test"))
+    if resolution is not None:
+        raise UsageError("--resolution applies to generated Darcy data, not to --data files")
+    return _file_splits(config)
 
 
 def resample_normalizer(
-    normalizer: darcy.UnitGaussianNormalizer, size: int
+    normalizer: darcy.UnitGaussianNormalizer, height: int, width: int
 ) -> darcy.UnitGaussianNormalizer:
-    """The pointwise statistics interpolated (bilinear) onto an ``[size, size]`` node grid.
+    """The pointwise statistics ``[H, W, C]`` interpolated (bilinear) onto an
+    ``[height, width]`` node grid.
 
     Both grids span the unit square with nodes on its boundary, so nodes shared
     by the two grids keep their values.
     """
-    s = normalizer.mean.shape[-1]
-    if s == size:
+    h, w = normalizer.mean.shape[:2]
+    if (h, w) == (height, width):
         return normalizer
-    src = np.linspace(0.0, 1.0, s)
-    dst = np.stack(np.meshgrid(*(np.linspace(0.0, 1.0, size),) * 2, indexing="ij"), axis=-1)
+    src = (np.linspace(0.0, 1.0, h), np.linspace(0.0, 1.0, w))
+    dst = np.stack(
+        np.meshgrid(np.linspace(0.0, 1.0, height), np.linspace(0.0, 1.0, width), indexing="ij"),
+        axis=-1,
+    )
 
     def interp(field):
-        return RegularGridInterpolator((src, src), np.asarray(field))(dst).astype(np.float32)
+        return RegularGridInterpolator(src, np.asarray(field))(dst).astype(np.float32)
 
     return dataclasses.replace(normalizer, mean=interp(normalizer.mean), std=interp(normalizer.std))
 
 
 def make_predict(model, a_norm, u_norm):
-    """``predict(params, a: [B, s, s]) -> u: [B, s, s]`` in physical units, at any ``s``."""
+    """``predict(params, a: [B, H, W, C_in]) -> u: [B, H, W, C_out]`` in physical units, on
+    any grid (the normalisers are interpolated onto it)."""
 
     def predict(params, a):
-        an, un = (resample_normalizer(n, a.shape[-1]) for n in (a_norm, u_norm))
-        return un.decode(model.apply(params, an.encode(a)[..., None])[..., 0])
+        an, un = (resample_normalizer(n, *a.shape[1:3]) for n in (a_norm, u_norm))
+        return un.decode(model.apply(params, an.encode(a)))
 
     return predict
 
 
 def _save_normalizers(path: Path, a_norm, u_norm) -> None:
     if training.is_primary():
-        np.savez(
-            path, a_mean=a_norm.mean, a_std=a_norm.std, u_mean=u_norm.mean, u_std=u_norm.std
-        )
+        np.savez(path, a_mean=a_norm.mean, a_std=a_norm.std, u_mean=u_norm.mean, u_std=u_norm.std)
 
 
 def load_normalizers(run_dir: str | os.PathLike):
@@ -212,12 +273,17 @@ def load_normalizers(run_dir: str | os.PathLike):
 
 
 def evaluate_operator(predict, params, a: np.ndarray, u: np.ndarray, batch_size: int = EVAL_BATCH):
-    """Relative L2 over ``(a, u)`` and the predictions ``[n, s, s]``."""
+    """``({"test_relative_l2", "test_relative_mse"}, predictions [n, H, W, C])`` over
+    ``(a, u)``."""
     jitted = jax.jit(predict)
     preds = np.concatenate(
         [np.asarray(jitted(params, a[i : i + batch_size])) for i in range(0, len(a), batch_size)]
     )
-    return float(darcy.relative_l2(preds, u)), preds
+    errors = {
+        "test_relative_l2": float(darcy.relative_l2(preds, u)),
+        "test_relative_mse": float(darcy.relative_mse(preds, u)),
+    }
+    return errors, preds
 
 
 def evaluate_darcy_run(
@@ -233,26 +299,28 @@ def evaluate_darcy_run(
     are interpolated onto the new grid).
     """
     config, experiment, state = harness.restore(DarcyJobConfig, run_dir, data_dir=data_dir)
-    resolution = config.resolution if resolution is None else resolution
-    _check_resolution(resolution)
+    if resolution is not None:
+        _check_resolution(resolution)
     a_norm, u_norm = load_normalizers(run_dir)
-    a_test, u_test = load_split(config, "test", resolution)
-    test_l2, _ = evaluate_operator(
+    _, (a_test, u_test) = load_splits(config, resolution)
+    errors, _ = evaluate_operator(
         make_predict(experiment.model, a_norm, u_norm), state.params, a_test, u_test
     )
     return {
         "model": config.model,
         "preset": config.preset,
-        "train_resolution": config.resolution,
-        "test_resolution": resolution,
-        "test_relative_l2": test_l2,
+        "train_resolution": a_norm.mean.shape[0],
+        "test_resolution": a_test.shape[1],
+        **errors,
         "step": int(state.step),
     }
 
 
 def plot_samples(a, u, preds, path, count: int = 4) -> Path:
-    """Grid of ``count`` test samples: coefficient, truth, prediction, absolute error."""
+    """Grid of ``count`` test samples (channel 0 of ``[n, H, W, C]`` fields): input,
+    truth, prediction, absolute error."""
+    a, u, preds = (x[..., 0] for x in (a, u, preds))
     rows = [[a[i], u[i], preds[i], np.abs(preds[i] - u[i])] for i in range(min(count, len(a)))]
     return training.plot_image_grid(
-        rows, path, column_titles=["coefficient a", "solution u", "prediction", "|error|"]
+        rows, path, column_titles=["input (a)", "truth (u)", "prediction", "|error|"]
     )

@@ -1,4 +1,4 @@
-"""Darcy-flow benchmark data: random coefficients, FD solver, TFDS builder, normaliser, metric.
+"""Darcy-flow benchmark data: random coefficients, FD solver, TFDS builder, normaliser, metrics.
 
 See ``reference/darcy.md``. The operator to learn maps the coefficient ``a`` to the
 solution ``u`` of ``-div(a grad u) = 1`` on the unit square with ``u = 0`` on the boundary.
@@ -14,7 +14,7 @@ from mano_jax.darcy.builder import (
     sample_seed,
 )
 from mano_jax.darcy.coefficient import sample_coefficient, sample_grf
-from mano_jax.darcy.metrics import relative_l2
+from mano_jax.darcy.metrics import relative_l2, relative_mse
 from mano_jax.darcy.normalizer import UnitGaussianNormalizer
 from mano_jax.darcy.solver import assemble_darcy_matrix, generate_sample, solve_darcy
 
@@ -29,6 +29,7 @@ __all__ = [
     "generate_sample",
     "load_darcy",
     "relative_l2",
+    "relative_mse",
     "sample_coefficient",
     "sample_grf",
     "sample_seed",

@@ -48,8 +48,8 @@ def test_train_command_trains_and_writes_a_run(tmp_path, data_dir, capsys):
             for x in darcy.load_darcy(16, "train", train_size=40, test_size=10, data_dir=data_dir)
         ]
     )
-    np.testing.assert_allclose(a_norm.mean, a_train.mean(axis=0), rtol=1e-6)
-    assert u_norm.mean.shape == (16, 16)
+    np.testing.assert_allclose(a_norm.mean[..., 0], a_train.mean(axis=0), rtol=1e-6)
+    assert u_norm.mean.shape == (16, 16, 1)
 
     # The reloaded checkpoint predicts what the trained model predicted: the same error.
     assert main(["eval", "--run-dir", str(run), "--data-dir", data_dir]) == 0
@@ -117,3 +117,68 @@ def test_train_command_runs_unchanged_as_two_processes(tmp_path, data_dir):
     assert [(r["step"], r["split"]) for r in records] == [(2, "eval"), (4, "train"), (4, "eval")]
     for name in ("loss_curve.png", "samples.png", "normalizers.npz"):
         assert (run / name).stat().st_size > 0, name
+
+
+@pytest.fixture(scope="module")
+def user_fields():
+    """Smooth 3-channel input fields and a 2-channel output that depends on them
+    non-locally, on a 12 x 10 grid (not a Darcy resolution, not square)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 12, 10, 3)).astype(np.float32)
+    smooth = np.cumsum(np.cumsum(x, axis=1), axis=2) / 10
+    y = np.stack([smooth[..., 0] * smooth[..., 1], np.tanh(smooth[..., 2])], axis=-1)
+    return smooth.astype(np.float32), y.astype(np.float32)
+
+
+def test_train_command_trains_on_user_npz_and_mat_files(tmp_path, user_fields, capsys):
+    from scipy.io import savemat
+
+    x, y = user_fields
+    np.savez(tmp_path / "fields.npz", inputs=x, outputs=y)
+    args = ["train", "--train-size", "24", "--test-size", "6", "--batch-size", "8"]
+    args += ["--steps", "30", "--learning-rate", "3e-3", "--no-progress"]
+    run = tmp_path / "npz"
+    assert main([*args, "--data", str(tmp_path / "fields.npz"), "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "relative L2" in out and "relative MSE" in out
+    results = json.loads((run / "results.json").read_text())
+    assert results["resolution"] == 12 and results["data"] == str(tmp_path / "fields.npz")
+    a_norm, u_norm = load_normalizers(run)
+    assert a_norm.mean.shape == (12, 10, 3) and u_norm.mean.shape == (12, 10, 2)
+    np.testing.assert_allclose(u_norm.mean, y[:24].mean(axis=0), rtol=1e-5, atol=1e-6)
+    # relative MSE is the mean squared per-sample relative error, hence >= relative L2^2
+    assert results["test_relative_mse"] >= results["test_relative_l2"] ** 2 * (1 - 1e-6)
+    records = training.read_metrics(run / "metrics.jsonl")
+    train = [r["loss"] for r in records if r["split"] == "train"]
+    assert np.mean(train[-2:]) < train[0]
+
+    # The Navier-Stokes .mat layout: a [N, H, W] -> u [N, H, W, T], every other point.
+    savemat(tmp_path / "ns.mat", {"a": x[..., 0], "u": y, "t": np.arange(2.0)})
+    run = tmp_path / "mat"
+    mat_args = [*args[:-3], "--steps", "2", "--data-stride", "2", "--no-progress"]
+    assert main([*mat_args, "--data", str(tmp_path / "ns.mat"), "--run-dir", str(run)]) == 0
+    a_norm, u_norm = load_normalizers(run)
+    assert a_norm.mean.shape == (6, 5, 1) and u_norm.mean.shape == (6, 5, 2)
+    np.testing.assert_allclose(a_norm.mean[..., 0], x[:24, ::2, ::2, 0].mean(axis=0), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "extra", "message"),
+    [
+        ({"a": np.zeros((5, 4, 4))}, [], "expected one of the key pairs"),
+        ({"x": np.zeros((5, 4, 4)), "y": np.zeros((5, 4, 3))}, [], "must have the same"),
+        ({"x": np.zeros((5, 4)), "y": np.zeros((5, 4))}, [], r"a numeric array [N, H, W]"),
+        ({"x": np.full((5, 4, 4), np.nan), "y": np.zeros((5, 4, 4))}, [], "80 NaN or infinite"),
+        ({"x": np.zeros((2, 4, 4)), "y": np.zeros((2, 4, 4))}, [], "at least 3 are needed"),
+        ({"x": np.ones((5, 4, 4)), "y": np.ones((5, 4, 4))}, [], "holds 5 samples, fewer than"),
+        ({"p": np.ones((5, 4, 4)), "q": np.ones((5, 4, 4))}, ["--input-key", "p"], "give both"),
+    ],
+)
+def test_user_data_errors_are_named(tmp_path, capsys, arrays, extra, message):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    argv = ["train", "--data", str(tmp_path / "bad.npz"), "--run-dir", str(tmp_path / "run")]
+    argv += ["--train-size", "4", "--test-size", "2", "--batch-size", "2", *extra]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in " ".join(capsys.readouterr().err.split())
