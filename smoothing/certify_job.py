@@ -265,7 +265,8 @@ def certify_run(
     records = certify_test_set(model, params, images, labels, config, progress=progress)
     seconds = time.perf_counter() - start
     for name, rows in records.items():
-        _write_tsv(Path(run_dir) / f"certify_{name}.tsv", rows)
+        if training.is_primary():
+            _write_tsv(Path(run_dir) / f"certify_{name}.tsv", rows)
     curve_radii = np.linspace(0.0, max(1.5, max(config.radii)), 121)
     curves = {
         LABELS[name]: (curve_radii, certified_accuracy(rows, curve_radii))
