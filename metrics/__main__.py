@@ -3,6 +3,9 @@
 Embeds both sets of texts (one per line, or JSON Lines), then prints precision, recall,
 density and coverage of the generated texts against the reference (human) texts, and the
 distinct-n and Self-BLEU diversity of each set; ``--json`` writes them to a file.
+``--bootstrap N`` adds percentile bootstrap intervals of the four metrics from N
+resamples (``metrics.bootstrap_intervals``: the radii held fixed, the per-point
+decisions resampled).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import numpy as np
 from metrics.diversity import SMOOTHING, distinct_n, self_bleu
 from metrics.embeddings import EMBEDDINGS, embedder, minilm_available
 from metrics.knn import DEFAULT_BLOCK_SIZE
-from metrics.text import text_precision_recall
+from metrics.support import bootstrap_intervals, precision_recall
+from metrics.text import text_embeddings
 from metrics.text_files import FORMATS, read_texts
 from miles_cli import UsageError, check_config, config_to_dict, dispatch, option, run_command
 
@@ -48,7 +52,9 @@ class PROptions:
       pca: reduce the embeddings with PCA first.
       normalise: L2-normalise the embeddings.
       equal_size: subsample the larger set to the size of the smaller one.
-      seed: seed of the equal-size subsampling.
+      seed: seed of the equal-size subsampling and of the bootstrap.
+      bootstrap: resamples for bootstrap intervals of the metrics (0: no intervals).
+      confidence: level of the bootstrap intervals.
       batch_size: texts per embedding batch.
       block_size: points per distance block.
       self_bleu_smoothing: smoothing of the Self-BLEU sentence scores.
@@ -69,6 +75,8 @@ class PROptions:
     normalise: bool = option(True)
     equal_size: bool = option(True)
     seed: int = option(0, minimum=0)
+    bootstrap: int = option(0, minimum=0)
+    confidence: float = option(0.95, positive=True, below=1)
     batch_size: int = option(256, minimum=1)
     block_size: int = option(DEFAULT_BLOCK_SIZE, minimum=1)
     self_bleu_smoothing: str = option("exp", choices=SMOOTHING)
@@ -116,21 +124,31 @@ def compare(args: PROptions) -> None:
             "embedding",
             file=sys.stderr,
         )
+    key = jax.random.key(args.seed)
+    settings = {"k": args.k, "strict": args.strict, "block_size": args.block_size}
     try:
-        result = text_precision_recall(
+        points = text_embeddings(
             reference,
             generated,
             embedder(name, args.batch_size),
-            k=args.k,
-            strict=args.strict,
             normalise=args.normalise,
             explained_variance=args.explained_variance if args.pca else None,
             equal_size=args.equal_size,
-            key=jax.random.key(args.seed),
+            key=key,
             batch_size=args.batch_size,
-            block_size=args.block_size,
             progress=args.progress,
         )
+        if args.bootstrap:
+            intervals = bootstrap_intervals(
+                jax.random.fold_in(key, 1),
+                *points,
+                num_resamples=args.bootstrap,
+                confidence=args.confidence,
+                **settings,
+            )
+            result = intervals.estimate
+        else:
+            result = precision_recall(*points, **settings)
     except ValueError as error:  # the texts do not fit the settings (too few for k)
         raise UsageError(str(error)) from None
     compared = len(result.reference_radii), len(result.generated_radii)
@@ -140,12 +158,15 @@ def compare(args: PROptions) -> None:
         f"{'<' if args.strict else '<='}"
     )
     realism = result.realism
-    print(
-        _table(
-            ["metric", "value"],
-            [*result.summary().items(), ("median realism", float(np.median(realism)))],
-        )
-    )
+    median_realism = ("median realism", float(np.median(realism)))
+    if args.bootstrap:
+        level = f"{args.confidence:.0%}"
+        rows = [(m, v, *intervals.intervals[m]) for m, v in result.summary().items()]
+        rows.append((*median_realism, "", ""))
+        print(f"bootstrap: {args.bootstrap} resamples, {level} percentile intervals")
+        print(_table(["metric", "value", f"{level} low", "high"], rows))
+    else:
+        print(_table(["metric", "value"], [*result.summary().items(), median_realism]))
     output = {
         "metrics": result.summary(),
         "embedding": name,
@@ -155,6 +176,8 @@ def compare(args: PROptions) -> None:
         },
         "realism": [_json_number(v) for v in realism],
     }
+    if args.bootstrap:
+        output["intervals"] = {m: list(bounds) for m, bounds in intervals.intervals.items()}
     if args.diversity:
         diversity = {
             "reference": _diversity(reference, args.self_bleu_smoothing),

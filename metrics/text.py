@@ -3,7 +3,8 @@
 The pipeline of "Exploring Precision and Recall to assess the quality and diversity of
 LLMs" (Le Bronnec et al., ACL 2024): the sets are truncated to equal size, each text is
 embedded by ``embed_fn``, the embeddings are L2-normalised and projected by a PCA fitted
-on the union, then ``support.precision_recall`` compares them.
+on the union (``text_embeddings``), then ``support.precision_recall`` compares them
+(``text_precision_recall``; ``support.bootstrap_intervals`` for intervals).
 """
 
 from __future__ import annotations
@@ -48,31 +49,26 @@ def embed_texts(
     return np.concatenate(batches)
 
 
-def text_precision_recall(
+def text_embeddings(
     reference_texts: Sequence[str],
     generated_texts: Sequence[str],
     embed_fn: EmbedFn | None = None,
     *,
-    k: int = 5,
-    strict: bool = True,
     normalise: bool = True,
     explained_variance: float | None = 0.9,
     equal_size: bool = True,
     key: jax.Array | int | None = None,
     batch_size: int = 256,
-    block_size: int = DEFAULT_BLOCK_SIZE,
     progress: bool = True,
-) -> PRDC:
-    """Precision, recall, density and coverage of ``generated_texts`` against the human
-    ``reference_texts``.
+) -> tuple[np.ndarray, np.ndarray]:
+    """The points the k-NN metrics compare: ``reference [n, dim']``, ``generated [m, dim']``.
 
     embed_fn: list of texts -> ``[n, dim]`` (default: all-MiniLM-L6-v2, see ``embeddings``).
     equal_size truncates the larger set to the smaller's size, chosen with ``key`` (a
     ``jax.random`` key or an int seed, needed when the sizes differ; a keyword, since
     equal sizes draw nothing) before anything is embedded; ``normalise`` and
     ``explained_variance`` (None: no PCA) are the pre-processing steps of
-    ``preprocess.preprocess``; ``k``, ``strict`` and ``block_size`` go to
-    ``precision_recall``.
+    ``preprocess.preprocess``.
     """
     reference_texts, generated_texts = list(reference_texts), list(generated_texts)
     if equal_size and len(reference_texts) != len(generated_texts):
@@ -95,5 +91,37 @@ def text_precision_recall(
         normalise=normalise,
         explained_variance=explained_variance,
         equal_size=False,
+    )
+    return np.asarray(reference), np.asarray(generated)
+
+
+def text_precision_recall(
+    reference_texts: Sequence[str],
+    generated_texts: Sequence[str],
+    embed_fn: EmbedFn | None = None,
+    *,
+    k: int = 5,
+    strict: bool = True,
+    normalise: bool = True,
+    explained_variance: float | None = 0.9,
+    equal_size: bool = True,
+    key: jax.Array | int | None = None,
+    batch_size: int = 256,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    progress: bool = True,
+) -> PRDC:
+    """Precision, recall, density and coverage of ``generated_texts`` against the human
+    ``reference_texts``: ``text_embeddings`` (the other arguments), then
+    ``precision_recall`` (``k``, ``strict``, ``block_size``)."""
+    reference, generated = text_embeddings(
+        reference_texts,
+        generated_texts,
+        embed_fn,
+        normalise=normalise,
+        explained_variance=explained_variance,
+        equal_size=equal_size,
+        key=key,
+        batch_size=batch_size,
+        progress=progress,
     )
     return precision_recall(reference, generated, k=k, strict=strict, block_size=block_size)

@@ -117,6 +117,26 @@ def test_command_prints_the_table_and_writes_json(corpora, tmp_path, capsys):
     assert results["diversity"]["generated"]["distinct-1"] > 0
 
 
+def test_command_bootstrap_prints_and_writes_intervals(corpora, tmp_path, capsys):
+    human, fresh, _ = corpora
+    reference, generated = tmp_path / "human.txt", tmp_path / "model.txt"
+    reference.write_text("\n".join(human), encoding="utf-8")
+    generated.write_text("\n".join(fresh), encoding="utf-8")
+    out = tmp_path / "pr.json"
+    argv = ["pr", "--reference", str(reference), "--generated", str(generated), "--json", str(out)]
+    argv += ["--embedding", "hashed-ngrams", "--no-progress", "--no-diversity"]
+    assert main([*argv, "--bootstrap", "50", "--confidence", "0.9"]) == 0
+    assert "bootstrap: 50 resamples, 90% percentile intervals" in capsys.readouterr().out
+    results = json.loads(out.read_text())
+    assert results["settings"]["bootstrap"] == 50
+    for name, value in results["metrics"].items():
+        low, high = results["intervals"][name]
+        assert low <= value <= high, name
+    # The intervals come beside the metrics of the plain command, unchanged.
+    assert main(argv) == 0
+    assert json.loads(out.read_text())["metrics"] == results["metrics"]
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [
