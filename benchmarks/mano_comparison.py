@@ -1,20 +1,23 @@
 """MANO against its baselines under one training budget, one fresh process per run.
 
-Darcy 32x32 (operator learning): MANO vs FNO vs Swin (window attention) vs ViT
-(global attention), ``darcy-tiny`` presets, relative L2 on the test split.
-Digits (classification): Swin-MANO vs Swin vs ViT, ``tiny`` presets, accuracy.
-Every run goes through ``python -m mano_jax train`` with the same steps, batch
-size and learning-rate schedule; peak memory is the run's peak resident memory
-(its own process). Prints markdown tables.
+Darcy (operator learning, 32x32 by default): MANO vs FNO vs Swin (window
+attention) vs ViT (global attention), ``darcy-tiny`` presets, relative L2 and
+relative MSE on the test split. Digits (classification): Swin-MANO vs Swin vs
+ViT, ``tiny`` presets, accuracy. Every run goes through ``python -m mano_jax
+train`` with the same steps, batch size and learning-rate schedule; peak memory
+is the run's peak resident memory (its own process). With several ``--seeds``
+each cell is the mean and standard deviation over the seeds (initialisation and
+batch order; the data set is the same). Prints markdown tables.
 
     python benchmarks/mano_comparison.py [--darcy-steps 500] [--digits-steps 600]
-        [--skip vit] [--out DIR]
+        [--darcy-resolution 16] [--seeds 0 1 2] [--tasks darcy] [--skip vit] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,6 +41,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--darcy-steps", type=int, default=500)
     parser.add_argument("--digits-steps", type=int, default=600)
+    parser.add_argument("--darcy-resolution", type=int, default=32)
+    parser.add_argument("--darcy-preset", default="darcy-tiny")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--tasks", nargs="+", default=["darcy", "digits"])
     parser.add_argument("--skip", nargs="*", default=[], help="models to leave out")
     parser.add_argument("--out", default=None, help="keep the run directories here")
     args = parser.parse_args()
@@ -45,33 +52,64 @@ def main() -> None:
     print(machine_line())
     print(f"Run directories in {out}\n")
 
-    table(
-        f"Darcy 32x32, darcy-tiny presets, {args.darcy_steps} steps, batch 20",
-        [m for m in DARCY_MODELS if m not in args.skip],
-        ["--steps", str(args.darcy_steps)],
-        ("test relative L2", "test_relative_l2"),
-        out / "darcy",
-    )
-    table(
-        f"Digits 32x32, tiny presets, {args.digits_steps} steps, batch 50",
-        [m for m in DIGITS_MODELS if m not in args.skip],
-        ["--task", "classify", "--steps", str(args.digits_steps)],
-        ("test accuracy", "test_accuracy"),
-        out / "digits",
-    )
+    seeds = [str(seed) for seed in args.seeds]
+    if "darcy" in args.tasks:
+        res = args.darcy_resolution
+        table(
+            f"Darcy {res}x{res}, {args.darcy_preset} presets, {args.darcy_steps} steps, "
+            f"batch 20, seeds {', '.join(seeds)}",
+            [m for m in DARCY_MODELS if m not in args.skip],
+            ["--steps", str(args.darcy_steps), "--resolution", str(res)],
+            [("test relative L2", "test_relative_l2"), ("test relative MSE", "test_relative_mse")],
+            out / f"darcy{res}",
+            seeds,
+            preset=args.darcy_preset,
+        )
+    if "digits" in args.tasks:
+        table(
+            f"Digits 32x32, tiny presets, {args.digits_steps} steps, batch 50, "
+            f"seeds {', '.join(seeds)}",
+            [m for m in DIGITS_MODELS if m not in args.skip],
+            ["--task", "classify", "--steps", str(args.digits_steps)],
+            [("test accuracy", "test_accuracy")],
+            out / "digits",
+            seeds,
+        )
 
 
-def table(title: str, models: list[str], args: list[str], metric: tuple[str, str], out: Path):
-    """One run per model, printed as a markdown table row as soon as it ends."""
-    label, key = metric
+def _cell(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def table(
+    title: str,
+    models: list[str],
+    args: list[str],
+    metrics: list[tuple[str, str]],
+    out: Path,
+    seeds: list[str],
+    preset: str | None = None,
+):
+    """Runs of every model and seed, a markdown table row per model as soon as it ends."""
     print(f"\n### {title}\n")
-    print(f"| model | {label} | parameters | training time (s) | peak memory (MB) |")
-    print("|---|---|---|---|---|")
+    labels = " | ".join(label for label, _ in metrics)
+    print(f"| model | {labels} | parameters | training time (s) | peak memory (MB) |")
+    print("|---|" + "---|" * (len(metrics) + 3))
     for model in models:
-        r = run(["--model", model, *args], Path(f"{out}-{model}"))
+        chosen = [] if preset is None else ["--preset", preset]
+        if model == "fno" and preset is not None and preset != "darcy-tiny":
+            chosen = []  # the FNO has its own presets; its default stands in
+        runs_ = [
+            run(["--model", model, *chosen, *args, "--seed", seed], Path(f"{out}-{model}-{seed}"))
+            for seed in seeds
+        ]
+        cells = " | ".join(_cell([r[key] for r in runs_]) for _, key in metrics)
+        seconds = statistics.mean(r["train_seconds"] for r in runs_)
+        memory = max(r["peak_memory_mb"] for r in runs_)
         print(
-            f"| {model} | {r[key]:.4f} | {r['parameters']:,} "
-            f"| {r['train_seconds']:.0f} | {r['peak_memory_mb']:.0f} |",
+            f"| {model} | {cells} | {runs_[0]['parameters']:,} | {seconds:.0f} | {memory:.0f} |",
             flush=True,
         )
 

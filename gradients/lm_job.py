@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 from pathlib import Path
@@ -210,7 +209,7 @@ def train_lm(config: CompareConfig, run_dir: str | os.PathLike, *, progress: boo
         "methods": summary,
         "peak_memory_mb": runs.peak_memory_mb(),
     }
-    (run_dir / runs.RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    runs.write_results(run_dir, results)
     training.plot_curves(
         _perplexity_records(histories),
         run_dir / PLOT,

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -119,7 +118,7 @@ def demo_results(config: DemoConfig, run_dir: str | os.PathLike, *, progress: bo
         title=f"{config.law}: n = {config.num_points} points per x (conditional mean: 1)",
     )
     results = {"synthetic": synthetic, "inpainting": inpainting}
-    (run_dir / runs.RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    runs.write_results(run_dir, results)
     return results
 
 

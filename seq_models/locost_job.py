@@ -282,9 +282,10 @@ def summarization_scores(
         predictions.extend(out[: len(chunk)])
     references = [e["summary"] for e in examples]
     documents = [e["document"] for e in examples]
-    with open(run_dir / "summaries.jsonl", "w", encoding="utf-8") as out:
-        for e, p in zip(examples, predictions, strict=True):
-            out.write(json.dumps({"id": e["id"], "summary": e["summary"], "model": p}) + "\n")
+    if training.is_primary():
+        with open(run_dir / "summaries.jsonl", "w", encoding="utf-8") as out:
+            for e, p in zip(examples, predictions, strict=True):
+                out.write(json.dumps({"id": e["id"], "summary": e["summary"], "model": p}) + "\n")
     return {
         "test_examples": count,
         "rouge": rouge(predictions, references),
@@ -318,5 +319,5 @@ def train_locost(
         init_from = str(run_dir / "pretrain")
     finetune = dataclasses.replace(config, stage="finetune", init_from=init_from)
     results = harness.train_and_evaluate(finetune, run_dir / "finetune", progress=progress)
-    (run_dir / runs.RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    runs.write_results(run_dir, results)
     return results

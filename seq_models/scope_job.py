@@ -490,9 +490,10 @@ def preference_pairs(
         )
         for row, c, r in zip(rows, ref_chosen, ref_rejected, strict=True):
             row |= {"ref_chosen": float(c), "ref_rejected": float(r)}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-        os.replace(tmp, path)
+        if training.is_primary():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+            os.replace(tmp, path)
     arrays = stack([transform(row) for row in rows])
     arrays["ref_chosen"] = np.array([row["ref_chosen"] for row in rows], np.float32)
     arrays["ref_rejected"] = np.array([row["ref_rejected"] for row in rows], np.float32)
@@ -689,10 +690,11 @@ def run_scope(
             **kwargs,
         ),
     }
-    with open(dpo_dir / "test_outputs.jsonl", "w", encoding="utf-8") as out:
-        for i, e in enumerate(test):
-            row = {"id": e["id"], "record": e["record"], "reference": e["text"]}
-            out.write(json.dumps(row | {n: s[i] for n, s in systems.items()}) + "\n")
+    if training.is_primary():
+        with open(dpo_dir / "test_outputs.jsonl", "w", encoding="utf-8") as out:
+            for i, e in enumerate(test):
+                row = {"id": e["id"], "record": e["record"], "reference": e["text"]}
+                out.write(json.dumps(row | {n: s[i] for n, s in systems.items()}) + "\n")
     results = {
         "model": config.model,
         "alpha": config.alpha,
@@ -703,7 +705,7 @@ def run_scope(
         },
         "table": faithfulness_table(config, systems, test),
     }
-    (dpo_dir / runs.RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    runs.write_results(dpo_dir, results)
     return results
 
 

@@ -122,8 +122,7 @@ def finish_run(
         "train_seconds": result.seconds,
         "peak_memory_mb": peak_memory_mb(),
     }
-    if is_primary():
-        (Path(run_dir) / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    write_results(run_dir, results)
     plot_curves(
         result.history,
         Path(run_dir) / LOSS_CURVE_FILE,
@@ -132,6 +131,12 @@ def finish_run(
         title=title,
     )
     return results
+
+
+def write_results(run_dir: str | os.PathLike, results: dict[str, Any]) -> None:
+    """``results.json`` in ``run_dir`` (written by process 0 alone in a multi-process run)."""
+    if is_primary():
+        (Path(run_dir) / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
 
 
 def count_params(params: Any) -> int:
