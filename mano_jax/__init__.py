@@ -12,6 +12,10 @@ paths and your own runs: ``multipole_attention_reference``,
 ``windowed_attention_reference``, ``attention_core_reference`` and
 ``spectral_conv2d_reference``.
 
+Models trained with the original PyTorch code: ``from_torch_mano(state_dict,
+**original_kwargs) -> (model, params)`` (``convert``: the name table, ``.npz`` /
+``.safetensors`` / ``.pt`` files read without PyTorch).
+
 Darcy flow: ``darcy`` (coefficient sampler, solver, TFDS builder, normaliser,
 metric); the Fourier Neural Operator baseline ``FNO2d``; ``darcy_job`` (the
 training job behind ``python -m mano_jax train``).
@@ -19,6 +23,7 @@ training job behind ``python -m mano_jax train``).
 
 from mano_jax import darcy
 from mano_jax.attention import global_attention, windowed_attention, windowed_attention_reference
+from mano_jax.convert import from_torch_mano
 from mano_jax.fno import FNO2d, FNOConfig, spectral_conv2d, spectral_conv2d_reference
 from mano_jax.layers import GlobalAttention, MultipoleAttention, MultipoleBlock, WindowAttention
 from mano_jax.multipole import multipole_attention, multipole_attention_reference
@@ -34,6 +39,7 @@ __all__ = [
     "attention_core",
     "attention_core_reference",
     "darcy",
+    "from_torch_mano",
     "global_attention",
     "multipole_attention",
     "multipole_attention_reference",

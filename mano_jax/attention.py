@@ -13,6 +13,14 @@ Parameters of one attention layer (a dict; ``layers.py`` creates them)::
     qkv:   [C, 3, heads, head_dim]         no bias
     out:   [heads, head_dim, C]            output projection
     out_bias: [C]
+    window_norm_scale, window_norm_bias: [C]   optional (``norm="double"``)
+
+With ``window_norm_*`` present, each token goes through two LayerNorms, each with its
+own weights, before the ``qkv`` projection: ``window_norm`` first, then ``norm``. That
+is what the original PyTorch code does (a LayerNorm in its windowing module, then
+another at the start of its attention block); ``convert.py`` loads its checkpoints.
+Like every other step before the attention core, both norms act token by token, so
+they are applied once on the grid, before the windows are cut.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from mano_jax.windows import extract_windows, fold_windows
 
 __all__ = [
     "IMPLS",
+    "NORMS",
     "attention_core",
     "global_attention",
     "project_out",
@@ -38,6 +47,7 @@ __all__ = [
 ]
 
 IMPLS = ("auto", "xla", "pallas")
+NORMS = ("single", "double")
 LN_EPS = 1e-5
 
 
@@ -62,8 +72,13 @@ def _layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
 
 
 def project_qkv(x: jax.Array, params: dict[str, jax.Array]) -> jax.Array:
-    """``[..., C] -> [..., 3, heads, head_dim]`` after the pre-LayerNorm."""
-    z = _layer_norm(x, params["norm_scale"], params["norm_bias"])
+    """``[..., C] -> [..., 3, heads, head_dim]`` after the pre-LayerNorm (after both
+    LayerNorms, ``window_norm`` then ``norm``, when ``params`` has ``window_norm_*``)."""
+    z = x
+    if "window_norm_scale" in params:  # kept in float32 between the two norms
+        scale, bias = params["window_norm_scale"], params["window_norm_bias"]
+        z = _layer_norm(x.astype(jnp.float32), scale, bias)
+    z = _layer_norm(z, params["norm_scale"], params["norm_bias"]).astype(x.dtype)
     return jnp.einsum("...c,cshd->...shd", z, params["qkv"].astype(x.dtype))
 
 
@@ -133,7 +148,8 @@ def windowed_attention_reference(
     """``windowed_attention`` written out window by window, in float64 NumPy.
 
     For every window position ``(i, j)`` (every ``stride``): pre-LayerNorm of the
-    window's tokens, ``q, k, v`` projections, softmax attention within segments
+    window's tokens (after the ``window_norm`` LayerNorm when ``params`` has it),
+    ``q, k, v`` projections, softmax attention within segments
     (``segment_attention.attention_core_reference``) and the output projection with its
     bias; each grid position is then the mean over the windows that cover it. For
     tests and spot checks: Python loops, no JAX.
@@ -156,9 +172,15 @@ def windowed_attention_reference(
         raise ValueError(
             f"windows {window} with stride {stride} must tile the {h}x{w} grid exactly"
         )
-    mean = x.mean(-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    z = (x - mean) / np.sqrt(var + LN_EPS) * p["norm_scale"] + p["norm_bias"]
+
+    def layer_norm(x, scale, bias):
+        mean = x.mean(-1, keepdims=True)
+        var = ((x - mean) ** 2).mean(-1, keepdims=True)
+        return (x - mean) / np.sqrt(var + LN_EPS) * scale + bias
+
+    if "window_norm_scale" in p:
+        x = layer_norm(x, p["window_norm_scale"], p["window_norm_bias"])
+    z = layer_norm(x, p["norm_scale"], p["norm_bias"])
     total = np.zeros((b, h, w, c))
     count = np.zeros((h, w, 1))
     for i in range(0, h - kh + 1, sh):

@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mano_jax.attention import IMPLS, global_attention, resolve_impl, windowed_attention
+from mano_jax.attention import IMPLS, NORMS, global_attention, resolve_impl, windowed_attention
 from mano_jax.checks import check_choice, check_int, check_optional_int, check_positive
 from mano_jax.multipole import (
     DOWN,
@@ -22,10 +22,11 @@ from mano_jax.multipole import (
 )
 
 
-def _check_heads(num_heads: int, head_dim: int | None, impl: str) -> None:
+def _check_heads(num_heads: int, head_dim: int | None, impl: str, norm: str) -> None:
     check_int(num_heads, "num_heads")
     check_optional_int(head_dim, "head_dim")
     check_choice(impl, "impl", IMPLS)
+    check_choice(norm, "norm", NORMS)
 
 
 def _head_dim(channels: int, num_heads: int, head_dim: int | None) -> int:
@@ -63,6 +64,26 @@ def attention_params(
     }
 
 
+def add_window_norm(
+    module: nn.Module, params: dict[str, jax.Array], channels: int, dtype, norm: str
+) -> dict[str, jax.Array]:
+    """With ``norm="double"``, declare ``window_norm_scale`` and ``window_norm_bias``
+    (``[C]``, ones and zeros) on ``module`` and add them to ``params``.
+
+    Call it after every other parameter of the module: Flax draws the initial values
+    from keys that follow the order of declaration, so declaring these last leaves the
+    other parameters' initial values the same as with ``norm="single"``.
+    """
+    if norm == "double":
+        params["window_norm_scale"] = module.param(
+            "window_norm_scale", nn.initializers.ones, (channels,), dtype
+        )
+        params["window_norm_bias"] = module.param(
+            "window_norm_bias", nn.initializers.zeros, (channels,), dtype
+        )
+    return params
+
+
 class MultipoleAttention(nn.Module):
     """Multipole attention layer (``multipole.multipole_attention``).
 
@@ -74,7 +95,10 @@ class MultipoleAttention(nn.Module):
       down: ``"conv"`` (strided ``r x r`` conv, no bias) or ``"avg"``.
       up: ``"conv"`` (transposed ``r x r`` conv, no bias) or ``"nearest"``.
       impl: ``"auto" | "xla" | "pallas"``.
-      num_levels: ``None`` derives the level count from the input size.
+      num_levels: ``None`` derives the level count from the input size at call time;
+        an int fixes it for every input size (as the original PyTorch code does).
+      norm: ``"single"`` (one pre-LayerNorm) or ``"double"`` (the original's two
+        LayerNorms, each with its own weights: ``window_norm_*`` then ``norm_*``).
     """
 
     num_heads: int
@@ -87,9 +111,10 @@ class MultipoleAttention(nn.Module):
     impl: str = "auto"
     num_levels: int | None = None
     param_dtype: jnp.dtype = jnp.float32
+    norm: str = "single"
 
     def __post_init__(self) -> None:
-        _check_heads(self.num_heads, self.head_dim, self.impl)
+        _check_heads(self.num_heads, self.head_dim, self.impl, self.norm)
         check_window(self.window_size, self.window_stride)
         check_int(self.sampling_rate, "sampling_rate", minimum=2)
         check_choice(self.down, "down", DOWN)
@@ -117,6 +142,7 @@ class MultipoleAttention(nn.Module):
                 (r, r, c, c),
                 self.param_dtype,
             )
+        add_window_norm(self, params, c, self.param_dtype, self.norm)
         return multipole_attention(
             x,
             params,
@@ -147,7 +173,8 @@ class WindowAttention(nn.Module):
     Inputs whose sides are not multiples of ``window_size`` are zero-padded; the
     padding is masked out and cropped. ``shift=True`` rolls the grid by half a
     window first (Swin's shifted windows, with its wrap-around mask). Each
-    output depends only on the tokens of its own window.
+    output depends only on the tokens of its own window. ``norm`` as for
+    ``MultipoleAttention``.
     """
 
     num_heads: int
@@ -156,9 +183,10 @@ class WindowAttention(nn.Module):
     shift: bool = False
     impl: str = "auto"
     param_dtype: jnp.dtype = jnp.float32
+    norm: str = "single"
 
     def __post_init__(self) -> None:
-        _check_heads(self.num_heads, self.head_dim, self.impl)
+        _check_heads(self.num_heads, self.head_dim, self.impl, self.norm)
         check_window(self.window_size, None)
         super().__post_init__()
 
@@ -167,9 +195,9 @@ class WindowAttention(nn.Module):
         k = self.window_size
         check_grid(x, k)
         b, h, w, c = x.shape
-        params = attention_params(
-            self, c, self.num_heads, _head_dim(c, self.num_heads, self.head_dim), self.param_dtype
-        )
+        d = _head_dim(c, self.num_heads, self.head_dim)
+        params = attention_params(self, c, self.num_heads, d, self.param_dtype)
+        add_window_norm(self, params, c, self.param_dtype, self.norm)
         hp, wp = (padded_side(n, k, k, 2, 1) for n in (h, w))
         z = jnp.pad(x, ((0, 0), (0, hp - h), (0, wp - w), (0, 0)))
         segments = jnp.zeros((hp, wp), jnp.int32)
@@ -189,15 +217,19 @@ class WindowAttention(nn.Module):
 
 
 class GlobalAttention(nn.Module):
-    """Every token attends to every token (ViT-style), the quadratic baseline."""
+    """Every token attends to every token (ViT-style), the quadratic baseline.
+
+    ``norm`` as for ``MultipoleAttention``.
+    """
 
     num_heads: int
     head_dim: int | None
     impl: str = "xla"
     param_dtype: jnp.dtype = jnp.float32
+    norm: str = "single"
 
     def __post_init__(self) -> None:
-        _check_heads(self.num_heads, self.head_dim, self.impl)
+        _check_heads(self.num_heads, self.head_dim, self.impl, self.norm)
         super().__post_init__()
 
     @nn.compact
@@ -206,31 +238,35 @@ class GlobalAttention(nn.Module):
         c = x.shape[-1]
         d = _head_dim(c, self.num_heads, self.head_dim)
         params = attention_params(self, c, self.num_heads, d, self.param_dtype)
+        add_window_norm(self, params, c, self.param_dtype, self.norm)
         return global_attention(x, params, resolve_impl(self.impl))
 
 
 class AttentionBlock(nn.Module):
     """Pre-norm residual block around any attention module:
     ``x + attention(x)``, then ``x + FFN(x)`` with
-    ``FFN = LayerNorm -> Dense(mlp_ratio * C) -> GELU -> Dense(C)``.
+    ``FFN = LayerNorm -> Dense(hidden) -> GELU -> Dense(C)``, where ``hidden`` is
+    ``mlp_dim`` when given, else ``int(mlp_ratio * C)``.
 
     The attention module owns its pre-LayerNorm.
     """
 
     attention: nn.Module
     mlp_ratio: float = 4.0
+    mlp_dim: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.attention, nn.Module):
             raise ValueError(f"attention must be a flax.linen Module, got {self.attention!r}")
         check_positive(self.mlp_ratio, "mlp_ratio")
+        check_optional_int(self.mlp_dim, "mlp_dim")
         super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x + self.attention(x)
         c = x.shape[-1]
-        hidden = int(self.mlp_ratio * c)
+        hidden = int(self.mlp_ratio * c) if self.mlp_dim is None else self.mlp_dim
         if hidden < 1:
             raise ValueError(
                 f"mlp_ratio * channels must be >= 1, got {self.mlp_ratio} * {c} channels"
@@ -251,9 +287,22 @@ def MultipoleBlock(  # noqa: N802 - builds a module, named like one
     impl: str = "auto",
     mlp_ratio: float = 4.0,
     name: str | None = None,
+    *,
+    num_levels: int | None = None,
+    norm: str = "single",
+    mlp_dim: int | None = None,
 ) -> AttentionBlock:
     """The multipole block: ``AttentionBlock(MultipoleAttention(...))``."""
     attention = MultipoleAttention(
-        num_heads, head_dim, window_size, window_stride, sampling_rate, down, up, impl
+        num_heads,
+        head_dim,
+        window_size,
+        window_stride,
+        sampling_rate,
+        down,
+        up,
+        impl,
+        num_levels=num_levels,
+        norm=norm,
     )
-    return AttentionBlock(attention, mlp_ratio, name=name)
+    return AttentionBlock(attention, mlp_ratio, mlp_dim, name=name)

@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mano_jax.attention import IMPLS
+from mano_jax.attention import IMPLS, NORMS
 from mano_jax.checks import check_choice, check_int, check_optional_int, check_positive
 from mano_jax.fno import grid_coordinates
 from mano_jax.layers import AttentionBlock, GlobalAttention, MultipoleAttention, WindowAttention
@@ -35,8 +35,11 @@ class AttentionConfig:
     """Which attention the blocks use, and its shape.
 
     ``window_size`` is the window of ``"multipole"`` and ``"window"``;
-    ``window_stride``, ``sampling_rate``, ``down`` and ``up`` only matter for
-    ``"multipole"``.
+    ``window_stride``, ``sampling_rate``, ``down``, ``up`` and ``num_levels`` only
+    matter for ``"multipole"``. ``num_levels=None`` derives the level count from each
+    input's size (``multipole.num_levels_for``); an int fixes it, as the original
+    PyTorch code does. ``norm="double"`` gives every attention layer the original's
+    two LayerNorms (``layers.MultipoleAttention``); ``"single"`` is one pre-LayerNorm.
     """
 
     attention: str = "multipole"
@@ -48,6 +51,8 @@ class AttentionConfig:
     down: str = "conv"
     up: str = "conv"
     impl: str = "auto"
+    num_levels: int | None = None
+    norm: str = "single"
 
     def __post_init__(self) -> None:
         check_choice(self.attention, "attention", ATTENTIONS)
@@ -58,6 +63,8 @@ class AttentionConfig:
         check_choice(self.down, "down", DOWN)
         check_choice(self.up, "up", UP)
         check_choice(self.impl, "impl", IMPLS)
+        check_optional_int(self.num_levels, "num_levels")
+        check_choice(self.norm, "norm", NORMS)
 
     def _check_heads_divide(self, channels: int, heads: int, what: str) -> None:
         if self.head_dim is None and channels % heads:
@@ -74,11 +81,20 @@ class AttentionConfig:
         if self.attention == "multipole":
             stride = self.window_stride if self.window_stride and self.window_stride <= k else None
             return MultipoleAttention(
-                heads, self.head_dim, k, stride, self.sampling_rate, self.down, self.up, self.impl
+                heads,
+                self.head_dim,
+                k,
+                stride,
+                self.sampling_rate,
+                self.down,
+                self.up,
+                self.impl,
+                num_levels=self.num_levels,
+                norm=self.norm,
             )
         if self.attention == "window":
-            return WindowAttention(heads, self.head_dim, k, shift, self.impl)
-        return GlobalAttention(heads, self.head_dim)
+            return WindowAttention(heads, self.head_dim, k, shift, self.impl, norm=self.norm)
+        return GlobalAttention(heads, self.head_dim, norm=self.norm)
 
 
 # --------------------------------------------------------------------------- operator
@@ -86,7 +102,11 @@ class AttentionConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OperatorConfig(AttentionConfig):
-    """``AttentionOperator`` hyper-parameters (MANO when ``attention="multipole"``)."""
+    """``AttentionOperator`` hyper-parameters (MANO when ``attention="multipole"``).
+
+    The FFN of each block is ``mlp_dim`` wide when given, else ``int(mlp_ratio * dim)``.
+    ``convert.from_torch_mano`` builds the configuration of an original PyTorch model.
+    """
 
     dim: int = 64
     depth: int = 4
@@ -94,12 +114,14 @@ class OperatorConfig(AttentionConfig):
     dropout: float = 0.0
     use_grid: bool = True
     out_channels: int = 1
+    mlp_dim: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_int(self.dim, "dim")
         check_int(self.depth, "depth")
         check_positive(self.mlp_ratio, "mlp_ratio")
+        check_optional_int(self.mlp_dim, "mlp_dim")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         check_int(self.out_channels, "out_channels")
@@ -139,7 +161,7 @@ class AttentionOperator(nn.Module):
         x = nn.Dropout(cfg.dropout, deterministic=rng is None)(x, rng=rng)
         for i in range(cfg.depth):
             attention = cfg.make_attention(shift=i % 2 == 1)
-            x = AttentionBlock(attention, cfg.mlp_ratio, name=f"block_{i}")(x)
+            x = AttentionBlock(attention, cfg.mlp_ratio, cfg.mlp_dim, name=f"block_{i}")(x)
         x = nn.LayerNorm(epsilon=1e-5)(x)
         x = jnp.tanh(nn.Dense(cfg.dim, name="project_hidden")(x))
         return nn.Dense(cfg.out_channels, name="project_out")(x)

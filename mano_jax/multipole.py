@@ -19,7 +19,9 @@ Levels and padding (decided at call time from the input size):
   inputs of side ``k r^m`` this is the specification's ``floor(log_r(min/k)) + 1``;
   for other sizes the ``floor`` rule leaves several windows at the coarsest level
   and the receptive field is no longer global, which is why the ``ceil`` rule is
-  used. Pass ``num_levels`` to fix ``L``.
+  used. Pass ``num_levels`` to fix ``L`` for every input size (the original PyTorch
+  code fixes ``L = int(log_r(image_size))`` at construction, whatever ``k``;
+  ``convert.from_torch_mano`` does the same).
 * Each side is zero-padded to the smallest size that ``r^(L-1)`` divides and
   whose windows tile every level; the padding is a segment of its own (``-1``),
   never attended to, and is cropped from the output. A coarse token is padding
@@ -127,7 +129,8 @@ def multipole_attention(
 
     Args:
       x: ``[B, H, W, C]`` with ``H, W >= window_size``.
-      params: the attention parameters (``attention`` module docstring) plus
+      params: the attention parameters (``attention`` module docstring; with
+        ``window_norm_*`` the tokens get the original's two LayerNorms) plus
         ``down`` and ``up``: ``[r, r, C, C]`` conv kernels, or absent for average
         pooling / nearest upsampling.
       window_size: ``k``, tokens per window side.
