@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from mano_jax import darcy
 from mano_jax.classify_job import ClassifyJobConfig, evaluate_classifier_run
 from mano_jax.darcy.cli import data_command
-from mano_jax.darcy_job import DarcyJobConfig, evaluate_darcy_run
+from mano_jax.darcy_job import TRANSFERS, DarcyJobConfig, evaluate_darcy_run
 from miles_cli import UsageError, check_config, dispatch, option, run_command
 from training import runs
 from training.harness import train_and_evaluate
@@ -77,10 +77,14 @@ class EvalOptions:
       resolution: Darcy test resolution (default: the trained one; another one is a
         zero-shot test).
       data_dir: TFDS data directory (default: the one of the task).
+      transfer: how a Darcy model meets another resolution: native (as trained),
+        fixed-levels, scaled-window (windows scaled with the grid) or resample (on the
+        training grid, interpolated); see mano_jax.darcy_job.evaluate_darcy_run.
     """
 
     resolution: int | None = option(None, choices=darcy.SUPPORTED_RESOLUTIONS)
     data_dir: str | None = option(None)
+    transfer: str = option("native", choices=TRANSFERS)
 
     def __post_init__(self) -> None:
         check_config(self)
@@ -91,7 +95,9 @@ def eval_command(argv: Sequence[str]) -> int:
 
     def run(options: EvalOptions, run_dir: str) -> str:
         if runs.load_run_config(run_dir).get("task") == "darcy":
-            results = evaluate_darcy_run(run_dir, options.resolution, data_dir=options.data_dir)
+            results = evaluate_darcy_run(
+                run_dir, options.resolution, data_dir=options.data_dir, transfer=options.transfer
+            )
         elif options.resolution is not None:
             raise UsageError("--resolution only applies to Darcy runs")
         else:

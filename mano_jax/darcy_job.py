@@ -34,8 +34,10 @@ from scipy.interpolate import RegularGridInterpolator
 
 import training
 from mano_jax import darcy, field_data
+from mano_jax.checks import check_choice
 from mano_jax.fno import FNO_PRESETS
 from mano_jax.models import OPERATOR_PRESETS
+from mano_jax.multipole import num_levels_for
 from miles_cli import UsageError, check_config, option
 from training import harness, runs
 
@@ -150,7 +152,8 @@ class DarcyJobConfig:
         """Test relative L2 and MSE of the final parameters, and ``samples.png``."""
         a_test, u_test = experiment.extras["test"]
         params = jax.device_get(result.state.params)
-        errors, preds = evaluate_operator(experiment.extras["predict"], params, a_test, u_test)
+        predict = jax.jit(experiment.extras["predict"])
+        errors, preds = evaluate_operator(predict, params, a_test, u_test)
         plot_samples(a_test, u_test, preds, Path(run_dir) / "samples.png")
         name = "Darcy" if self.data is None else Path(self.data).name
         return harness.Report(
@@ -224,28 +227,30 @@ def load_splits(config: DarcyJobConfig, resolution: int | None = None):
     return _file_splits(config)
 
 
-def resample_normalizer(
-    normalizer: darcy.UnitGaussianNormalizer, height: int, width: int
-) -> darcy.UnitGaussianNormalizer:
-    """The pointwise statistics ``[H, W, C]`` interpolated (bilinear) onto an
-    ``[height, width]`` node grid.
-
-    Both grids span the unit square with nodes on its boundary, so nodes shared
-    by the two grids keep their values.
-    """
-    h, w = normalizer.mean.shape[:2]
+def regrid(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``values: [H, W, ...]`` on a node grid spanning the unit square, interpolated
+    (bilinear) onto the ``[height, width]`` node grid; nodes shared by the two grids
+    keep their values."""
+    h, w = values.shape[:2]
     if (h, w) == (height, width):
-        return normalizer
+        return values
     src = (np.linspace(0.0, 1.0, h), np.linspace(0.0, 1.0, w))
     dst = np.stack(
         np.meshgrid(np.linspace(0.0, 1.0, height), np.linspace(0.0, 1.0, width), indexing="ij"),
         axis=-1,
     )
+    return RegularGridInterpolator(src, np.asarray(values))(dst).astype(np.float32)
 
-    def interp(field):
-        return RegularGridInterpolator(src, np.asarray(field))(dst).astype(np.float32)
 
-    return dataclasses.replace(normalizer, mean=interp(normalizer.mean), std=interp(normalizer.std))
+def resample_normalizer(
+    normalizer: darcy.UnitGaussianNormalizer, height: int, width: int
+) -> darcy.UnitGaussianNormalizer:
+    """The pointwise statistics ``[H, W, C]`` regridded onto ``[height, width]``."""
+    return dataclasses.replace(
+        normalizer,
+        mean=regrid(normalizer.mean, height, width),
+        std=regrid(normalizer.std, height, width),
+    )
 
 
 def make_predict(model, a_norm, u_norm):
@@ -255,6 +260,51 @@ def make_predict(model, a_norm, u_norm):
     def predict(params, a):
         an, un = (resample_normalizer(n, *a.shape[1:3]) for n in (a_norm, u_norm))
         return un.decode(model.apply(params, an.encode(a)))
+
+    return predict
+
+
+TRANSFERS = ("native", "fixed-levels", "scaled-window", "resample")
+
+
+def transfer_config(model_config, train_shape: tuple[int, int], shape: tuple[int, int], transfer):
+    """The model configuration that applies weights trained on ``train_shape`` grids to
+    ``shape`` grids under ``transfer`` (see ``evaluate_darcy_run``)."""
+    if transfer in ("native", "resample") or getattr(model_config, "attention", None) is None:
+        return model_config
+    levels = model_config.num_levels
+    if levels is None and model_config.attention == "multipole":
+        levels = num_levels_for(*train_shape, model_config.window_size, model_config.sampling_rate)
+    if transfer == "fixed-levels":
+        return dataclasses.replace(model_config, num_levels=levels)
+    factor = shape[0] / train_shape[0]
+    if factor != shape[1] / train_shape[1] or factor != int(factor):
+        raise UsageError(
+            f"scaled-window needs a grid an integer multiple of the training grid {train_shape}, "
+            f"got {shape}"
+        )
+    stride = model_config.window_stride
+    return dataclasses.replace(
+        model_config,
+        window_size=model_config.window_size * int(factor),
+        window_stride=None if stride is None else stride * int(factor),
+        num_levels=levels,
+    )
+
+
+def make_transfer_predict(model_config, a_norm, u_norm, shape: tuple[int, int], transfer):
+    """``predict(params, a: [B, *shape, C_in])`` for weights trained on the normalisers'
+    grid, applied on ``shape`` grids under ``transfer``."""
+    check_choice(transfer, "transfer", TRANSFERS)
+    train_shape = a_norm.mean.shape[:2]
+    config = transfer_config(model_config, train_shape, shape, transfer)
+    jitted = jax.jit(make_predict(config.make(), a_norm, u_norm))
+    if transfer != "resample":
+        return jitted
+
+    def predict(params, a):
+        coarse = np.stack([regrid(x, *train_shape) for x in np.asarray(a)])
+        return np.stack([regrid(u, *shape) for u in np.asarray(jitted(params, coarse))])
 
     return predict
 
@@ -274,10 +324,9 @@ def load_normalizers(run_dir: str | os.PathLike):
 
 def evaluate_operator(predict, params, a: np.ndarray, u: np.ndarray, batch_size: int = EVAL_BATCH):
     """``({"test_relative_l2", "test_relative_mse"}, predictions [n, H, W, C])`` over
-    ``(a, u)``."""
-    jitted = jax.jit(predict)
+    ``(a, u)``; ``predict`` is called on batches of ``batch_size`` (jit it first)."""
     preds = np.concatenate(
-        [np.asarray(jitted(params, a[i : i + batch_size])) for i in range(0, len(a), batch_size)]
+        [np.asarray(predict(params, a[i : i + batch_size])) for i in range(0, len(a), batch_size)]
     )
     errors = {
         "test_relative_l2": float(darcy.relative_l2(preds, u)),
@@ -291,26 +340,38 @@ def evaluate_darcy_run(
     resolution: int | None = None,
     *,
     data_dir: str | None = None,
+    transfer: str = "native",
 ) -> dict[str, Any]:
-    """Reload ``run_dir`` and return its test relative L2 at ``resolution``.
+    """Reload ``run_dir`` and return its test errors at ``resolution``.
 
     ``resolution`` defaults to the training resolution; another one is the
     zero-shot super/sub-resolution test of operator learning (the normalisers
-    are interpolated onto the new grid).
+    are interpolated onto the new grid). ``transfer`` says how the weights are
+    applied there (all identical at the training resolution):
+
+    - ``"native"``: the model as trained, on the new grid (multipole attention
+      then derives its level count from the new size);
+    - ``"fixed-levels"``: the training level count kept;
+    - ``"scaled-window"``: windows (and strides) scaled with the grid and the
+      training level count kept, so every window covers the physical area it
+      covered in training;
+    - ``"resample"``: the input interpolated onto the training grid, the model
+      applied there, the output interpolated back (bilinear, node grids).
     """
     config, experiment, state = harness.restore(DarcyJobConfig, run_dir, data_dir=data_dir)
     if resolution is not None:
         _check_resolution(resolution)
     a_norm, u_norm = load_normalizers(run_dir)
     _, (a_test, u_test) = load_splits(config, resolution)
-    errors, _ = evaluate_operator(
-        make_predict(experiment.model, a_norm, u_norm), state.params, a_test, u_test
-    )
+    model_config = config.model_config(u_test.shape[-1])
+    predict = make_transfer_predict(model_config, a_norm, u_norm, a_test.shape[1:3], transfer)
+    errors, _ = evaluate_operator(predict, state.params, a_test, u_test)
     return {
         "model": config.model,
         "preset": config.preset,
         "train_resolution": a_norm.mean.shape[0],
         "test_resolution": a_test.shape[1],
+        "transfer": transfer,
         **errors,
         "step": int(state.step),
     }

@@ -1,7 +1,9 @@
 """The Darcy training job and the ``python -m mano_jax`` command line, on tiny runs."""
 
+import dataclasses
 import json
 
+import jax
 import multiprocess
 import numpy as np
 import pytest
@@ -9,7 +11,15 @@ import pytest
 import training
 from mano_jax import darcy
 from mano_jax.__main__ import main
-from mano_jax.darcy_job import DarcyJobConfig, load_normalizers
+from mano_jax.darcy_job import (
+    DarcyJobConfig,
+    evaluate_operator,
+    load_normalizers,
+    make_predict,
+    make_transfer_predict,
+    regrid,
+    transfer_config,
+)
 
 TINY = ["--resolution", "16", "--train-size", "40", "--test-size", "10", "--batch-size", "8"]
 
@@ -56,6 +66,15 @@ def test_train_command_trains_and_writes_a_run(tmp_path, data_dir, capsys):
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["test_relative_l2"] == pytest.approx(results["test_relative_l2"], rel=1e-6)
     assert (evaluated["step"], evaluated["test_resolution"]) == (60, 16)
+    # At the training resolution every way of transferring is the model itself: the
+    # same configuration (the adaptive level count, here 3, made explicit) and no regridding.
+    config = DarcyJobConfig(**json.loads((run / "config.json").read_text()), data_dir=data_dir)
+    model_config = config.model_config()
+    for transfer in ("fixed-levels", "scaled-window"):
+        same = transfer_config(model_config, (16, 16), (16, 16), transfer)
+        assert same == dataclasses.replace(model_config, num_levels=3), transfer
+    scaled = transfer_config(model_config, (16, 16), (32, 32), "scaled-window")
+    assert (scaled.window_size, scaled.num_levels) == (2 * model_config.window_size, 3)
 
     # Another configuration refuses the directory instead of mixing runs.
     with pytest.raises(SystemExit) as exc:
@@ -182,3 +201,36 @@ def test_user_data_errors_are_named(tmp_path, capsys, arrays, extra, message):
         main(argv)
     assert exc.value.code == 2
     assert message in " ".join(capsys.readouterr().err.split())
+
+
+def test_regrid_is_exact_for_bilinear_fields_and_keeps_shared_nodes():
+    x, y = np.meshgrid(np.linspace(0, 1, 9), np.linspace(0, 1, 5), indexing="ij")
+    field = np.stack([2 * x - 3 * y + 1, x * y], axis=-1)  # bilinear: reproduced exactly
+    fine_x, fine_y = np.meshgrid(np.linspace(0, 1, 17), np.linspace(0, 1, 9), indexing="ij")
+    fine = regrid(field, 17, 9)
+    np.testing.assert_allclose(fine[..., 0], 2 * fine_x - 3 * fine_y + 1, atol=1e-6)
+    np.testing.assert_allclose(fine[..., 1], fine_x * fine_y, atol=1e-6)
+    np.testing.assert_allclose(fine[::2, ::2], field, atol=1e-6)  # shared nodes
+    assert regrid(field, 9, 5) is field
+
+
+def test_resample_transfer_equals_regridding_by_hand():
+    """Zero-shot at 16 of weights for 8 x 8 grids: input regridded to 8 x 8, model,
+    output regridded back; the other transfers run the model on the 16-grid itself."""
+    rng = np.random.default_rng(1)
+    a8, u8 = rng.normal(size=(2, 6, 8, 8, 1)).astype(np.float32)
+    a_norm, u_norm = (darcy.UnitGaussianNormalizer.fit(x) for x in (a8, u8))
+    model_config = DarcyJobConfig(preset="darcy-tiny").model_config()
+    model = model_config.make()
+    params = jax.jit(model.init)(jax.random.key(0), a8[:1])
+    a16, u16 = rng.normal(size=(2, 3, 16, 16, 1)).astype(np.float32)
+    predict = make_transfer_predict(model_config, a_norm, u_norm, (16, 16), "resample")
+    errors, preds = evaluate_operator(predict, params, a16, u16)
+    at8 = jax.jit(make_predict(model, a_norm, u_norm))
+    coarse = np.stack([regrid(x, 8, 8) for x in a16])
+    by_hand = np.stack([regrid(x, 16, 16) for x in np.asarray(at8(params, coarse))])
+    np.testing.assert_allclose(preds, by_hand, rtol=1e-5, atol=1e-6)
+    assert errors["test_relative_l2"] == pytest.approx(float(darcy.relative_l2(by_hand, u16)))
+    native = make_transfer_predict(model_config, a_norm, u_norm, (16, 16), "native")
+    assert np.asarray(native(params, a16)).shape == (3, 16, 16, 1)
+    assert not np.allclose(native(params, a16), preds)
