@@ -39,10 +39,12 @@ __all__ = [
     "NORMS",
     "attention_core",
     "global_attention",
+    "normalize",
     "project_out",
     "project_qkv",
     "resolve_impl",
     "windowed_attention",
+    "windowed_attention_grids",
     "windowed_attention_reference",
 ]
 
@@ -71,15 +73,19 @@ def _layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
     return ((x32 - mean) * jax.lax.rsqrt(var + LN_EPS) * scale + bias).astype(x.dtype)
 
 
-def project_qkv(x: jax.Array, params: dict[str, jax.Array]) -> jax.Array:
-    """``[..., C] -> [..., 3, heads, head_dim]`` after the pre-LayerNorm (after both
-    LayerNorms, ``window_norm`` then ``norm``, when ``params`` has ``window_norm_*``)."""
+def normalize(x: jax.Array, params: dict[str, jax.Array]) -> jax.Array:
+    """``[..., C] -> [..., C]``: the pre-LayerNorm (``window_norm`` then ``norm`` when
+    ``params`` has ``window_norm_*``, kept in float32 between the two), in ``x.dtype``."""
     z = x
-    if "window_norm_scale" in params:  # kept in float32 between the two norms
+    if "window_norm_scale" in params:
         scale, bias = params["window_norm_scale"], params["window_norm_bias"]
         z = _layer_norm(x.astype(jnp.float32), scale, bias)
-    z = _layer_norm(z, params["norm_scale"], params["norm_bias"]).astype(x.dtype)
-    return jnp.einsum("...c,cshd->...shd", z, params["qkv"].astype(x.dtype))
+    return _layer_norm(z, params["norm_scale"], params["norm_bias"]).astype(x.dtype)
+
+
+def project_qkv(x: jax.Array, params: dict[str, jax.Array]) -> jax.Array:
+    """``[..., C] -> [..., 3, heads, head_dim]`` after the pre-LayerNorm (``normalize``)."""
+    return jnp.einsum("...c,cshd->...shd", normalize(x, params), params["qkv"].astype(x.dtype))
 
 
 def project_out(o: jax.Array, params: dict[str, jax.Array]) -> jax.Array:
@@ -108,25 +114,81 @@ def windowed_attention(
 
     Returns:
       ``[B, H, W, C]``; where windows overlap, the mean of their outputs.
-
-    The projections are per token, so they are applied on the grid (once per
-    token, not once per window copy) and commute with the window average.
     """
-    b, h, w, _ = x.shape
-    qkv = project_qkv(x, params)  # [B, H, W, 3, heads, d]
-    _, _, _, _, heads, d = qkv.shape
-    win = extract_windows(qkv.reshape(b, h, w, 3 * heads * d), window, stride)
-    _, nh, nw, kh, kw, _ = win.shape
-    groups, tokens = b * nh * nw, kh * kw
-    win = win.reshape(groups, tokens, 3, heads, d).transpose(2, 0, 3, 1, 4)
-    seg = None
-    if segments is not None:
-        seg = extract_windows(segments[..., None], window, stride).reshape(groups, tokens)
-    o = _core(impl)(win[0], win[1], win[2], seg)
-    chex.assert_shape(o, (groups, heads, tokens, d))
-    o = o.transpose(0, 2, 1, 3).reshape(b, nh, nw, kh, kw, heads * d)
-    o = fold_windows(o, (h, w), stride).reshape(b, h, w, heads, d)
-    return project_out(o, params)
+    [out] = windowed_attention_grids(
+        [x], params, [window], [stride], None if segments is None else [segments], impl
+    )
+    return out
+
+
+def windowed_attention_grids(
+    grids: list[jax.Array],
+    params: dict[str, jax.Array],
+    windows: list[tuple[int, int]],
+    strides: list[tuple[int, int]],
+    segments: list[jax.Array] | None = None,
+    impl: str = "auto",
+) -> list[jax.Array]:
+    """``windowed_attention`` of several grids with the same parameters, in one pass.
+
+    Grid ``i`` (``[B_i, H_i, W_i, C]``) is cut into ``windows[i]`` every ``strides[i]``
+    (with ``segments[i]``, ``[B_i, H_i, W_i]`` int32, when given). The windows of all
+    grids that share a window and stride go through one ``qkv`` projection, one
+    attention core call and one output projection (multipole attention's levels).
+
+    Layout. Non-overlapping windows (stride = window) are cut from the normalised grid
+    (``C`` channels, the transpose fuses with the LayerNorm), projected window by window
+    straight to the core's ``[G, heads, T, d]`` and projected back before folding, so
+    the only copies are the core's head-major layout and the fold. Overlapping windows
+    (a gather) are cut after the ``qkv`` projection and averaged before the output
+    projection: the projections are per token and commute with the average, so each
+    token is projected once, not once per window that covers it.
+
+    Returns:
+      ``[B_i, H_i, W_i, C]`` per grid.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i, key in enumerate(zip(windows, strides, strict=True)):
+        groups.setdefault(key, []).append(i)
+    outputs: list[jax.Array | None] = [None] * len(grids)
+    for (window, stride), members in groups.items():
+        tiles = window == stride
+        qkv, seg, layouts = [], [], []
+        for i in members:
+            x = grids[i]
+            z = normalize(x, params) if tiles else project_qkv(x, params)
+            win = extract_windows(z.reshape(*x.shape[:3], -1), window, stride)
+            layouts.append(win.shape[:3])  # (B, nH, nW)
+            qkv.append(win.reshape(-1, window[0] * window[1], win.shape[-1]))
+            if segments is not None:
+                s = extract_windows(segments[i][..., None], window, stride)
+                seg.append(s.reshape(-1, window[0] * window[1]))
+        win = jnp.concatenate(qkv) if len(qkv) > 1 else qkv[0]  # [G, T, C or 3 heads d]
+        _, heads, d = params["qkv"].shape[1:]
+        if tiles:
+            q, k, v = jnp.einsum("gtc,cshd->sghtd", win, params["qkv"].astype(win.dtype))
+        else:
+            g, t, _ = win.shape
+            q, k, v = win.reshape(g, t, 3, heads, d).transpose(2, 0, 3, 1, 4)
+        seg = (jnp.concatenate(seg) if len(seg) > 1 else seg[0]) if segments is not None else None
+        o = _core(impl)(q, k, v, seg)
+        chex.assert_shape(o, (win.shape[0], heads, win.shape[1], d))
+        if tiles:
+            o = jnp.einsum("ghtd,hdc->gtc", o, params["out"].astype(o.dtype))
+            o = o + params["out_bias"].astype(o.dtype)
+        else:
+            o = o.transpose(0, 2, 1, 3).reshape(o.shape[0], o.shape[2], heads * d)
+        start = 0
+        for i, layout in zip(members, layouts, strict=True):
+            b, h, w, _ = grids[i].shape
+            count = int(np.prod(layout))
+            part = o[start : start + count].reshape(*layout, *window, o.shape[-1])
+            out = fold_windows(part, (h, w), stride)
+            if not tiles:
+                out = project_out(out.reshape(b, h, w, heads, d), params)
+            outputs[i] = out
+            start += count
+    return outputs
 
 
 def global_attention(x: jax.Array, params: dict[str, jax.Array], impl: str = "xla") -> jax.Array:

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mano_jax.attention import windowed_attention, windowed_attention_reference
+from mano_jax.attention import windowed_attention_grids, windowed_attention_reference
 
 DOWN = ("conv", "avg")
 UP = ("conv", "nearest")
@@ -154,7 +154,7 @@ def multipole_attention(
     valid = jnp.zeros((b, hp, wp), bool).at[:, :h, :w].set(True)
     padded = (hp, wp) != (h, w)
 
-    outputs = []
+    grids, windows, strides, segments = [], [], [], []
     for level in range(levels):
         if level:
             z = downsample(z, params.get("down"), r)
@@ -164,8 +164,14 @@ def multipole_attention(
             level_window(lh, window_size, stride),
             level_window(lw, window_size, stride),
         )
-        segments = jnp.where(valid, 0, -1).astype(jnp.int32) if padded else None
-        outputs.append(windowed_attention(z, params, (kh, kw), (sh, sw), segments, impl))
+        grids.append(z)
+        windows.append((kh, kw))
+        strides.append((sh, sw))
+        segments.append(jnp.where(valid, 0, -1).astype(jnp.int32))
+    # One attention pass for all levels: levels with the same window share the calls.
+    outputs = windowed_attention_grids(
+        grids, params, windows, strides, segments if padded else None, impl
+    )
 
     res = outputs[-1]
     for j, o in enumerate(reversed(outputs[:-1])):

@@ -6,7 +6,7 @@ whole image for global attention). Query ``t`` of group ``g`` attends to key ``u
 to, and a query that sees no key outputs zeros. Segments express both the padding mask
 and Swin's shifted-window mask with ``G * T`` integers instead of a ``[G, T, T]`` mask.
 
-- ``attention_core``: the XLA path (two einsums and a masked softmax);
+- ``attention_core``: the XLA path (two einsums and a masked softmax, normalised after ``v``);
 - ``attention_core_reference``: the same map, one group, head and query at a time in
   float64 NumPy, for checking the fast paths (``pallas_attention``) and users' runs.
 
@@ -36,21 +36,27 @@ def attention_core(
 
     Returns:
       ``[G, heads, T, dv]`` in the dtype of ``v``; logits and softmax in float32.
+
+    The scale is applied to ``q`` (``[G, heads, T, d]``) rather than to the logits and
+    the softmax is normalised after the product with ``v``: both keep elementwise work
+    off the ``[G, heads, T, T]`` logits (on XLA:CPU each such pass costs as much as a
+    whole coarse level of multipole attention).
     """
-    scale = q.shape[-1] ** -0.5
-    logits = jnp.einsum("ghtd,ghud->ghtu", q, k, preferred_element_type=jnp.float32) * scale
+    q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
+    logits = jnp.einsum("ghtd,ghud->ghtu", q, k, preferred_element_type=jnp.float32)
     if segments is not None:
         allowed = (segments[:, :, None] == segments[:, None, :]) & (segments[:, None, :] >= 0)
         allowed = allowed[:, None]
         logits = jnp.where(allowed, logits, -jnp.inf)
         has_key = jnp.any(allowed, axis=-1, keepdims=True)
         logits = jnp.where(has_key, logits, 0.0)
-    weights = jax.nn.softmax(logits, axis=-1)
+    # softmax(s) v = (exp(s - m) v) / sum(exp(s - m)) for any constant m per query: the
+    # division acts on [G, heads, T, dv], not on the [G, heads, T, T] weights.
+    p = jnp.exp(logits - jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True)))
+    out = jnp.einsum("ghtu,ghud->ghtd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    out = out / p.sum(axis=-1, keepdims=True)
     if segments is not None:
-        weights = jnp.where(has_key, weights, 0.0)
-    out = jnp.einsum(
-        "ghtu,ghud->ghtd", weights.astype(v.dtype), v, preferred_element_type=jnp.float32
-    )
+        out = jnp.where(has_key, out, 0.0)
     return out.astype(v.dtype)
 
 
