@@ -5,7 +5,9 @@ tokens ``[G, heads, T, d]`` for the attention core (``segment_attention``): toke
 attend only to tokens of their group with the same *segment id* (``segments``
 int32, negative = padding, never attended to). The core runs on XLA
 (``segment_attention.attention_core``) or as the Pallas kernel
-(``pallas_attention.window_attention_pallas``), chosen by ``impl``.
+(``pallas_attention.window_attention_pallas``), chosen by ``impl``: ``"auto"`` takes
+the kernel on GPU, unless it fails to lower or compile for a shape there; that shape then
+takes the XLA path, with one ``RuntimeWarning`` per process and shape.
 
 Parameters of one attention layer (a dict; ``layers.py`` creates them)::
 
@@ -24,6 +26,8 @@ they are applied once on the grid, before the windows are cut.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import chex
 import jax
@@ -62,8 +66,43 @@ def resolve_impl(impl: str) -> str:
     return impl
 
 
-def _core(impl: str):
-    return window_attention_pallas if resolve_impl(impl) == "pallas" else attention_core
+# (q, k, v, segments) shapes and dtypes -> whether the kernel lowered and compiled.
+_KERNEL_COMPILES: dict[tuple, bool] = {}
+
+
+def _kernel_compiles(q: jax.Array, k: jax.Array, v: jax.Array, segments) -> bool:
+    """Whether the Pallas kernel's forward and gradient lower and compile for these shapes
+    on the default backend; checked once per process and shape, with one warning if not."""
+    args = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (q, k, v)]
+    args.append(None if segments is None else jax.ShapeDtypeStruct(segments.shape, jnp.int32))
+    key = tuple(None if a is None else (a.shape, str(a.dtype)) for a in args)
+    if key not in _KERNEL_COMPILES:
+
+        def loss(q, k, v, segments):
+            out = window_attention_pallas(q, k, v, segments)
+            return jnp.sum(jnp.sin(out.astype(jnp.float32)))
+
+        try:
+            jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(*args).compile()
+            _KERNEL_COMPILES[key] = True
+        except Exception as err:  # any lowering or compilation failure of the kernel
+            warnings.warn(
+                f"impl='auto': the Pallas attention kernel failed to lower or compile for "
+                f"q {q.shape} {q.dtype} on {jax.default_backend()} ({err!r:.300}); "
+                "falling back to the XLA path for this shape",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            _KERNEL_COMPILES[key] = False
+    return _KERNEL_COMPILES[key]
+
+
+def _core(impl: str, q: jax.Array, k: jax.Array, v: jax.Array, segments) -> jax.Array:
+    """The attention core ``impl`` names; ``"auto"`` falls back to XLA (once warned) where
+    the kernel does not lower or compile."""
+    if resolve_impl(impl) == "pallas" and (impl == "pallas" or _kernel_compiles(q, k, v, segments)):
+        return window_attention_pallas(q, k, v, segments)
+    return attention_core(q, k, v, segments)
 
 
 def _layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
@@ -171,7 +210,7 @@ def windowed_attention_grids(
             g, t, _ = win.shape
             q, k, v = win.reshape(g, t, 3, heads, d).transpose(2, 0, 3, 1, 4)
         seg = (jnp.concatenate(seg) if len(seg) > 1 else seg[0]) if segments is not None else None
-        o = _core(impl)(q, k, v, seg)
+        o = _core(impl, q, k, v, seg)
         chex.assert_shape(o, (win.shape[0], heads, win.shape[1], d))
         if tiles:
             o = jnp.einsum("ghtd,hdc->gtc", o, params["out"].astype(o.dtype))

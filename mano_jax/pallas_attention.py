@@ -47,9 +47,9 @@ each program recomputes its windows' softmax weights ``w`` from q and k and
 writes ``dq = ds k / sqrt(d)``, ``dk = ds^T q / sqrt(d)`` and ``dv = w^T do``,
 where ``ds = w (dw - rowsum(w dw))`` and ``dw = do v^T``. A window's keys are
 only seen by its own queries, so nothing is accumulated across programs, and
-only q, k, v and the segment ids are kept for the backward pass. Roundings
-follow the reverse pass of ``attention_core`` (``dw`` is rounded to the dtype
-of ``v``, everything else stays float32 until the cast to the input dtypes).
+only q, k, v and the segment ids are kept for the backward pass. ``dw`` is
+rounded to the dtype of ``v``, everything else stays float32 until the cast to
+the input dtypes.
 ``backward="xla"`` instead recomputes the backward pass through the XLA
 reference (``jax.vjp(attention_core, ...)``), which materialises
 ``[G, heads, T, T]`` weights. ``segments`` is integer and gets no cotangent.
@@ -60,10 +60,27 @@ for longer groups (global attention over a whole image) the function returns
 ``attention_core`` (the XLA path, with its own gradient) instead of compiling a
 kernel that would not fit on chip.
 
-Backends. ``interpret=None`` compiles the kernel (Triton) when the default
-backend is GPU and runs it in Pallas interpret mode elsewhere (CPU, TPU), which
-is how it is tested. ``attention.resolve_impl("auto")`` picks this kernel only
-on GPU.
+Backends. ``interpret=None`` compiles the kernel when the default backend is GPU
+and runs it in Pallas interpret mode elsewhere (CPU, TPU), which is how it is
+tested. The ``pallas_call`` carries Triton's settings (warps, stages) on cuda and
+rocm and Mosaic's defaults on TPU (``jax.lax.platform_dependent``); the segment
+ids travel as ``[G, 1, T]`` so that every block's last two dimensions are whole,
+as Mosaic requires for any tile. ``attention.resolve_impl("auto")`` picks this
+kernel only on GPU, and ``impl="auto"`` falls back to the XLA path (one warning
+per shape) where the kernel fails to lower or compile.
+
+What has run where: nothing here has run on a GPU or a TPU (the project's machine
+has neither). On CPU the forward and backward kernels run in interpret mode and
+agree with ``attention_core`` (tests). The forward kernel and the gradient
+(forward + backward kernels) lower through ``jax.export`` for ``cuda`` (Triton
+custom call) and for ``tpu`` (Mosaic custom call) on a CPU machine; the tests keep
+both exports. Lowering is not compiling: Triton's and Mosaic's own compilers, and
+any timing, still need the hardware.
+
+Roundings. In float32 the kernel and ``attention_core`` agree to float32
+tolerance. ``attention_core`` normalises the softmax after the product with ``v``
+and scales ``q`` before ``q k^T``; the kernel normalises the weights first (both
+are the same map): in bfloat16 their roundings differ within bfloat16 tolerance.
 """
 
 from __future__ import annotations
@@ -166,7 +183,7 @@ def _softmax(s: jax.Array, allowed: jax.Array | None) -> jax.Array:
 
 
 def _attend(ops, q, k, v, allowed, scale):
-    """Attention output in float32, rounded like ``attention_core``."""
+    """Attention output in float32; the weights are rounded to the dtype of ``v``."""
     w = _softmax(ops.nt(q, k) * scale, allowed)
     return ops.nn(w.astype(v.dtype), v)
 
@@ -249,8 +266,10 @@ def _window_call(q, k, v, segments, d_out, tile: int, interpret: bool) -> list[j
             if segments is None
             else segments.astype(jnp.int32)
         )
-        operands.append(jnp.pad(seg, ((0, gp - groups), (0, tp - tokens)), constant_values=-1))
-        in_specs.append(pl.BlockSpec((tile, tp), lambda h, i: (i, 0)))
+        seg = jnp.pad(seg, ((0, gp - groups), (0, tp - tokens)), constant_values=-1)
+        # [G, 1, T]: the block's last two dimensions are whole (Mosaic's rule, for any tile).
+        operands.append(seg[:, None, :])
+        in_specs.append(pl.BlockSpec((tile, None, tp), lambda h, i: (i, 0, 0)))
     if d_out is None:
         kernel, name, like = _forward_kernel, "window_attention_fwd", [(v, dvp)]
     else:
@@ -258,16 +277,26 @@ def _window_call(q, k, v, segments, d_out, tile: int, interpret: bool) -> list[j
         in_specs.append(spec(dvp))
         kernel, name, like = _backward_kernel, "window_attention_bwd", [(q, dp), (k, dp), (v, dvp)]
 
-    outs = pl.pallas_call(
-        functools.partial(kernel, scale=float(qk_dim) ** -0.5, use_dot=use_dot, masked=masked),
-        out_shape=[jax.ShapeDtypeStruct((gp, heads, tp, w), x.dtype) for x, w in like],
-        grid=(heads, gp // tile),
-        in_specs=in_specs,
-        out_specs=[spec(w) for _, w in like],
-        compiler_params=pltriton.CompilerParams(num_warps=8 if tp >= 128 else 4, num_stages=1),
-        interpret=interpret,
-        name=name,
-    )(*operands)
+    def call(compiler_params):
+        return pl.pallas_call(
+            functools.partial(kernel, scale=float(qk_dim) ** -0.5, use_dot=use_dot, masked=masked),
+            out_shape=[jax.ShapeDtypeStruct((gp, heads, tp, w), x.dtype) for x, w in like],
+            grid=(heads, gp // tile),
+            in_specs=in_specs,
+            out_specs=[spec(w) for _, w in like],
+            compiler_params=compiler_params,
+            interpret=interpret,
+            name=name,
+        )(*operands)
+
+    def triton():
+        return call(pltriton.CompilerParams(num_warps=8 if tp >= 128 else 4, num_stages=1))
+
+    # Triton's settings where the kernel lowers to Triton; Mosaic (TPU) takes its defaults.
+    if interpret:
+        outs = call(None)
+    else:
+        outs = jax.lax.platform_dependent(cuda=triton, rocm=triton, default=lambda: call(None))
     return [o[:groups, :, :tokens, : x.shape[-1]] for o, (x, _) in zip(outs, like, strict=True)]
 
 

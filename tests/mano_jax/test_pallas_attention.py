@@ -15,6 +15,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 from jax.extend import core as jcore
 
+from mano_jax import attention
 from mano_jax.layers import MultipoleAttention, WindowAttention
 from mano_jax.pallas_attention import MAX_KERNEL_TOKENS, TILE_BUDGET, window_attention_pallas
 from mano_jax.segment_attention import attention_core, attention_core_reference
@@ -300,6 +301,10 @@ def _export_cuda(fn, *args):
     )(*args)
 
 
+def _export_tpu(fn, *args):
+    return export.export(jax.jit(fn), platforms=["tpu"])(*args)
+
+
 def _triton_export_available() -> str | None:
     """``None`` if this jaxlib lowers a trivial Pallas-Triton kernel for cuda, else why not."""
 
@@ -325,29 +330,35 @@ def _triton_export_available() -> str | None:
     [
         ((6, 2, 4, 8), jnp.float32, True),  # broadcast form
         ((6, 2, 12, 8), jnp.bfloat16, False),  # padded T, mask added
-        ((6, 2, 64, 32), jnp.bfloat16, True),  # dot form
+        ((6, 2, 64, 32), jnp.bfloat16, True),  # dot form, tile 2 (not a multiple of 8)
     ],
 )
-def test_lowers_to_triton_for_cuda(shape, dtype, with_segments):
-    """Lower (not compile: no GPU here) the kernel and its gradient for cuda."""
-    reason = _triton_export_available()
-    if reason is not None:
-        pytest.skip(reason)
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+def test_lowers_for_cuda_and_tpu(platform, shape, dtype, with_segments):
+    """Lower (not compile: no GPU or TPU here) the kernel and its gradient for cuda
+    (Triton) and TPU (Mosaic)."""
+    if platform == "cuda":
+        reason = _triton_export_available()
+        if reason is not None:
+            pytest.skip(reason)
+        lower, call = _export_cuda, TRITON_CALL
+    else:
+        lower, call = _export_tpu, "tpu_custom_call"
     arrays = [jax.ShapeDtypeStruct(shape, dtype)] * 3
     segments = jax.ShapeDtypeStruct((shape[0], shape[2]), jnp.int32) if with_segments else None
 
     def forward(q, k, v, segments):
         return window_attention_pallas(q, k, v, segments, interpret=False)
 
-    exported = _export_cuda(forward, *arrays, segments)
-    assert re.findall(r"custom_call @([\w$.]+)", exported.mlir_module()) == [TRITON_CALL]
+    exported = lower(forward, *arrays, segments)
+    assert re.findall(r"custom_call @([\w$.]+)", exported.mlir_module()) == [call]
 
     def loss(q, k, v, segments):
         return jnp.sum(jnp.sin(forward(q, k, v, segments).astype(jnp.float32)))
 
     # The forward kernel (its output is needed for sin') and the backward kernel.
-    grad = _export_cuda(jax.grad(loss, argnums=(0, 1, 2)), *arrays, segments)
-    assert grad.mlir_module().count(f"custom_call @{TRITON_CALL}") == 2
+    grad = lower(jax.grad(loss, argnums=(0, 1, 2)), *arrays, segments)
+    assert grad.mlir_module().count(f"custom_call @{call}") == 2
 
 
 def _forward_and_grads(module, params, x, cotangent):
@@ -384,3 +395,22 @@ def test_layers_pallas_matches_xla(make, shape):
         np.testing.assert_allclose(
             g, r, rtol=1e-5, atol=1e-5 * scale, err_msg=jax.tree_util.keystr(path)
         )
+
+
+def test_auto_falls_back_to_xla_with_one_warning_when_the_kernel_does_not_lower(monkeypatch):
+    """``impl="auto"`` on a "GPU" where the kernel cannot lower (here: compiled, not
+    interpreted, on CPU): the XLA path's output, one warning for the shape, not one per call."""
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(attention, "_KERNEL_COMPILES", {})
+    rng = np.random.default_rng(5)
+    x = normal(rng, (1, 4, 4, 4))
+    layer, xla = (MultipoleAttention(1, 4, 2, impl=impl) for impl in ("auto", "xla"))
+    # Levels 4x4 and 2x2 share one window shape, so one kernel shape.
+    shapes = jax.eval_shape(xla.init, jax.random.key(0), x)
+    params = jax.tree.map(lambda p: 0.3 * normal(rng, p.shape), shapes)
+    with pytest.warns(RuntimeWarning, match="falling back to the XLA path") as record:
+        out = layer.apply(params, x)
+        layer.apply(params, x + 1.0)
+    assert len(record) == 1
+    ref = xla.apply(params, x)
+    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
