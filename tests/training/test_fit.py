@@ -18,6 +18,7 @@ import numpy as np
 import optax
 import pytest
 from jax import lax
+from run_files import checkpoint_steps, saved_params
 
 import training
 
@@ -83,7 +84,7 @@ def test_fit_learns_and_logs(tmp_path):
     # The eval metric is the example-weighted mean over 50 + 50 + 28 examples.
     w = np.asarray(result.state.params["w"])
     assert evals[-1]["loss"] == pytest.approx(float(np.mean((x @ w - y) ** 2)), rel=1e-4)
-    assert _saved_steps(tmp_path) == [40, 60]
+    assert checkpoint_steps(tmp_path) == [40, 60]
 
 
 def test_train_record_is_the_window_mean_of_each_step():
@@ -186,7 +187,7 @@ def test_non_finite_error_names_the_first_bad_step(
         )
     assert all(r["step"] < bad_step and np.isfinite(r["loss"]) for r in records)
     expected = list(range(checkpoint_every, bad_step, checkpoint_every)) if checkpoint_every else []
-    assert _saved_steps(tmp_path) == expected
+    assert checkpoint_steps(tmp_path) == expected
 
 
 def test_fit_does_not_wait_for_each_step():
@@ -234,26 +235,16 @@ def _start_job(workdir, out, *extra, env=None):
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _leaves(path):
-    with np.load(path) as f:
-        return [f[f"arr_{i}"] for i in range(sum(name.startswith("arr_") for name in f.files))]
-
-
-def _saved_steps(workdir):
-    root = Path(workdir) / "checkpoints"
-    return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.exists() else []
-
-
 def _kill_at_first_checkpoint(proc, workdir, outcome):
     deadline = time.monotonic() + 240
-    while not _saved_steps(workdir) and proc.poll() is None and time.monotonic() < deadline:
+    while not checkpoint_steps(workdir) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     alive = proc.poll() is None
     if alive:
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     outcome["killed"] = alive
-    outcome["steps_at_kill"] = _saved_steps(workdir)
+    outcome["steps_at_kill"] = checkpoint_steps(workdir)
     outcome["stderr"] = proc.stderr.read().decode()[-3000:]
 
 
@@ -329,7 +320,7 @@ def test_eight_devices_follow_the_one_device_trajectory(jobs, straight):
     assert len(key) == 22  # 20 train + 2 eval records
     np.testing.assert_allclose(losses, [r["loss"] for r in straight.history], rtol=2e-5, atol=1e-6)
     ours = jax.tree.leaves(jax.device_get(straight.state.params))
-    for a, b in zip(ours, _leaves(jobs["root"] / "d8-replicated.npz"), strict=True):
+    for a, b in zip(ours, saved_params(jobs["root"] / "d8-replicated.npz"), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -348,8 +339,8 @@ def test_fully_sharded_state_follows_the_replicated_trajectory(jobs):
     assert key == replicated_key
     np.testing.assert_allclose(losses, replicated, rtol=2e-5, atol=1e-6)
     for a, b in zip(
-        _leaves(jobs["root"] / "d8-fsdp.npz"),
-        _leaves(jobs["root"] / "d8-replicated.npz"),
+        saved_params(jobs["root"] / "d8-fsdp.npz"),
+        saved_params(jobs["root"] / "d8-replicated.npz"),
         strict=True,
     ):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -18,22 +18,13 @@ from pathlib import Path
 import multiprocess
 import numpy as np
 import pytest
+from run_files import checkpoint_steps, saved_params
 
 import training
 from training import launch
 
 WORKER = str(Path(__file__).with_name("multiprocess_worker.py"))
 STEPS = 20  # regression_job.STEPS
-
-
-def _leaves(path):
-    with np.load(path) as f:
-        return [f[f"arr_{i}"] for i in range(sum(name.startswith("arr_") for name in f.files))]
-
-
-def _checkpoints(workdir):
-    root = Path(workdir) / "checkpoints"
-    return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.exists() else []
 
 
 def _kill_one_after_a_checkpoint(workdir, outcome):
@@ -49,14 +40,14 @@ def _kill_one_after_a_checkpoint(workdir, outcome):
     runner.start()
     pid_file = Path(f"{workdir}.pid1")
     deadline = time.monotonic() + 240
-    while runner.is_alive() and not (_checkpoints(workdir) and pid_file.exists()):
+    while runner.is_alive() and not (checkpoint_steps(workdir) and pid_file.exists()):
         if time.monotonic() > deadline:
             break
         time.sleep(0.02)
     outcome["killed"] = runner.is_alive() and pid_file.exists()
     if outcome["killed"]:
         os.kill(int(pid_file.read_text()), signal.SIGKILL)
-    outcome["steps_at_kill"] = _checkpoints(workdir)
+    outcome["steps_at_kill"] = checkpoint_steps(workdir)
     runner.join()
     outcome["run"] = result["run"]
     outcome["finished_before_resuming"] = Path(f"{workdir}.npz").exists()
@@ -105,7 +96,7 @@ def test_two_processes_follow_the_single_process_four_device_trajectory(runs):
     np.testing.assert_allclose(
         [r["loss"] for r in two], [r["loss"] for r in one], rtol=2e-5, atol=1e-6
     )
-    for a, b in zip(_leaves(root / "fit.npz"), _leaves(root / "four.npz"), strict=True):
+    for a, b in zip(saved_params(root / "fit.npz"), saved_params(root / "four.npz"), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -151,7 +142,7 @@ def test_killing_one_process_stops_both_and_the_run_resumes_exactly(runs):
 
     resumed = killed["resumed"]
     assert resumed.returncode == 0, resumed.output[-4000:]
-    for a, b in zip(_leaves(root / "killed.npz"), _leaves(root / "fit.npz"), strict=True):
+    for a, b in zip(saved_params(root / "killed.npz"), saved_params(root / "fit.npz"), strict=True):
         np.testing.assert_array_equal(a, b)
     records = training.read_metrics(root / "killed" / "metrics.jsonl")
     straight = training.read_metrics(root / "fit" / "metrics.jsonl")
