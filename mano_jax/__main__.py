@@ -77,14 +77,14 @@ class EvalOptions:
       resolution: Darcy test resolution (default: the trained one; another one is a
         zero-shot test).
       data_dir: TFDS data directory (default: the one of the task).
-      transfer: how a Darcy model meets another resolution: native (as trained),
-        fixed-levels, scaled-window (windows scaled with the grid) or resample (on the
-        training grid, interpolated); see mano_jax.darcy_job.evaluate_darcy_run.
+      transfer: how a Darcy model meets another resolution: resample (on the training
+        grid, interpolated), native (as trained), fixed-levels or scaled-window (windows
+        scaled with the grid); see mano_jax.darcy_job.evaluate_darcy_run.
     """
 
     resolution: int | None = option(None, choices=darcy.SUPPORTED_RESOLUTIONS)
     data_dir: str | None = option(None)
-    transfer: str = option("native", choices=TRANSFERS)
+    transfer: str = option("resample", choices=TRANSFERS)
 
     def __post_init__(self) -> None:
         check_config(self)
