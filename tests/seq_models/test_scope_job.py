@@ -23,14 +23,16 @@ from seq_models.scope_job import (
 )
 from seq_models.tokenizer import Tokenizer
 
+# D2, the validation and the test records are 8 examples each: one batch of every
+# generation and log-probability program, so each compiles once.
 TINY = dict(
-    train_examples=48,
+    train_examples=16,
     validation_examples=8,
     test_examples=8,
     prompt_length=48,
     target_length=48,
-    batch_size=8,
-    num_steps=0,  # preference training: one epoch
+    batch_size=4,
+    num_steps=0,  # preference training: one epoch, 2 steps (the first at learning rate 0)
     eval_every=0,
     checkpoint_every=0,
 )
@@ -89,10 +91,11 @@ def test_the_reference_is_the_frozen_sft_model(pipeline):
     # Preference training moved the policy, not the reference.
     moved = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(a - b).max(), trained, sft))
     assert max(moved) > 0
-    # The policy starts as the reference: every pair's loss is log 2.
+    # The policy starts as the reference: every pair's loss is log 2 (the loss compiled,
+    # as the training step runs it, rather than op by op).
     experiment = stage.build(run_dir / DPO_DIR)
     batch = next(iter(experiment.train_data))
-    loss, metrics = experiment.loss_fn(experiment.state.params, batch, None)
+    loss, metrics = jax.jit(experiment.loss_fn)(experiment.state.params, batch, None)
     assert math.isclose(float(loss), math.log(2.0), rel_tol=1e-5)
     assert abs(float(metrics["reward_margin"])) < 1e-4
 
@@ -122,7 +125,7 @@ def test_decoder_only_generation_and_preference_pairs(pipeline, tmp_path):
         stage, model, params, lm_params, tokenizer, examples, tmp_path / "pairs.jsonl"
     )
     batch = {k: v for k, v in arrays.items()}
-    loss, _ = dpo_loss_fn(model, stage.beta)(params, batch, None)
+    loss, _ = jax.jit(dpo_loss_fn(model, stage.beta))(params, batch, None)
     assert math.isclose(float(loss), math.log(2.0), rel_tol=1e-5)
     again = preference_pairs(
         stage, model, params, lm_params, tokenizer, examples, tmp_path / "pairs.jsonl"
