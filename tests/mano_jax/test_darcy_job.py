@@ -26,7 +26,12 @@ TINY = ["--resolution", "16", "--train-size", "40", "--test-size", "10", "--batc
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("tfds"))
+    """The tiny data set (both splits), generated in this process: the data do not depend
+    on the number of workers (``test_darcy.py`` checks generation by spawned workers), and
+    starting worker processes costs far more than solving 50 small problems."""
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    darcy.load_darcy(16, "train", train_size=40, test_size=10, data_dir=data_dir, num_workers=1)
+    return data_dir
 
 
 def test_train_command_trains_and_writes_a_run(tmp_path, data_dir, capsys):
