@@ -65,6 +65,12 @@ def model_and_params():
     return model, params
 
 
+@pytest.fixture(scope="module")
+def apply(model_and_params):
+    """The model's forward pass, compiled once for the tests of this module."""
+    return jax.jit(model_and_params[0].apply)
+
+
 def _batch(seed: int, lengths=(L_IN, 15)):
     rng = np.random.default_rng(seed)
     inputs = rng.integers(3, CONFIG.vocab_size, (BATCH, L_IN)).astype(np.int32)
@@ -73,9 +79,8 @@ def _batch(seed: int, lengths=(L_IN, 15)):
     return inputs, mask, targets
 
 
-def test_padding_never_reaches_real_positions(model_and_params):
-    model, params = model_and_params
-    apply = jax.jit(model.apply)
+def test_padding_never_reaches_real_positions(model_and_params, apply):
+    _, params = model_and_params
     inputs, mask, targets = _batch(0)
     reference = apply({"params": params}, inputs, mask, targets)
     # Other token ids at the padded positions of example 1, and the same example padded
@@ -89,20 +94,24 @@ def test_padding_never_reaches_real_positions(model_and_params):
     np.testing.assert_allclose(short[0], reference[1], atol=1e-5)
 
 
-def test_cached_generation_agrees_with_teacher_forcing(model_and_params):
+def test_cached_generation_agrees_with_teacher_forcing(model_and_params, apply):
     """Greedy tokens from the cached decoder are the argmax of the uncached, teacher-forced
     decoder run on those same tokens, at every position."""
     model, params = model_and_params
     inputs, mask, _ = _batch(2)
-    _, variables = model.apply(
-        {"params": params}, inputs, mask, L_OUT, method=LOCOST.init_cache, mutable=["cache"]
-    )
+
+    @jax.jit  # compiled, as generation runs it, rather than op by op (160 small programs)
+    def init_cache(params, inputs, mask):
+        _, variables = model.apply(
+            {"params": params}, inputs, mask, L_OUT, method=LOCOST.init_cache, mutable=["cache"]
+        )
+        return variables["cache"]
+
     step = functools.partial(step_fn, model=model)
     start = jnp.zeros((BATCH,), jnp.int32)
-    tokens = np.asarray(
-        greedy_search(step, params, variables["cache"], start, max_length=L_OUT, eos_id=None)
-    )
-    logits = model.apply({"params": params}, inputs, mask, jnp.asarray(tokens))
+    cache = init_cache(params, inputs, mask)
+    tokens = np.asarray(greedy_search(step, params, cache, start, max_length=L_OUT, eos_id=None))
+    logits = apply({"params": params}, inputs, mask, jnp.asarray(tokens))
     np.testing.assert_array_equal(np.argmax(logits, -1), tokens)
     assert np.asarray(shift_right(jnp.asarray(tokens)))[:, 0].tolist() == [0, 0]
 
@@ -154,9 +163,13 @@ def test_ssm_parameters_are_not_decayed(model_and_params):
     assert not any(jax.tree.leaves(ssm))
     assert all(jax.tree.leaves(mask["decoder"]))
     optimizer = optax.adamw(1.0, weight_decay=0.5, mask=ssm_parameter_mask)
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    updates, _ = optimizer.update(zeros, optimizer.init(params), params)
-    moved = jax.tree.map(lambda u: bool(jnp.any(u != 0)), updates)
+
+    @jax.jit  # one compiled update, not one small program per operation and leaf shape
+    def decay_only(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return optimizer.update(zeros, optimizer.init(params), params)[0]
+
+    moved = jax.tree.map(lambda u: bool(np.any(np.asarray(u) != 0)), decay_only(params))
     assert not any(jax.tree.leaves(moved["encoder"]["layers_0"]["ssm_block"]["ssm"]))
     assert moved["encoder"]["layers_0"]["ssm_block"]["k_proj"]["kernel"]
 
