@@ -265,6 +265,8 @@ def _paired_times(compiled, params, x, args: argparse.Namespace, key) -> dict:
 
     window_params = jax.jit(window.init)(key, x)
     fn = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(window_params, x).compile()
+    cost = fn.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
     calls = ((compiled, params), (fn, window_params))
     times: tuple[list, list] = ([], [])
     start = time.perf_counter()
@@ -277,7 +279,12 @@ def _paired_times(compiled, params, x, args: argparse.Namespace, key) -> dict:
         if rep and time.perf_counter() - start > args.config_seconds:
             break
     mpa, win = (statistics.median(t) for t in times)
-    return {"pair_multipole_s": mpa, "pair_window_s": win, "pair_reps": len(times[0])}
+    return {
+        "pair_multipole_s": mpa,
+        "pair_window_s": win,
+        "pair_reps": len(times[0]),
+        "pair_window_gflop": (cost or {}).get("flops", float("nan")) / 1e9,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -436,12 +443,20 @@ def _paired_ratio(mpa: dict | None) -> float | None:
     return mpa["pair_multipole_s"] / mpa["pair_window_s"]
 
 
+def _flop_ratio(mpa: dict | None) -> float | None:
+    """Multipole / window flops of the compiled gradients (XLA's cost analysis)."""
+    if mpa is None or "pair_window_gflop" not in mpa:
+        return None
+    return mpa["gflop"] / mpa["pair_window_gflop"]
+
+
 def _ratio_cells(results: list[dict], side: int) -> list[str]:
     mpa, glb, win = (_lookup(results, m, side) for m in ("multipole", "global", "window"))
-    cells = ["–"] * 5
+    cells = ["–"] * 6
     if not _ran(mpa):
         return cells
     cells[4] = _fmt(_paired_ratio(mpa), ".2f", "x")
+    cells[5] = _fmt(_flop_ratio(mpa), ".2f", "x")
     if _ran(glb):
         cells[0] = f"{glb['time_s'] / mpa['time_s']:.1f}x"
         cells[1] = f"{peak_bytes(glb) / peak_bytes(mpa):.0f}x"
@@ -457,16 +472,17 @@ def print_table(results: list[dict], args: argparse.Namespace) -> None:
     print(
         "| side | N | method | time ms | min ms | CPU ms | peak MB (RSS rise) | XLA MB "
         "| process peak RSS MB | reps | load | global / MPA time | global / MPA memory "
-        "| MPA / window time | MPA / window memory | MPA / window time, paired |"
+        "| MPA / window time | MPA / window memory | MPA / window time, paired "
+        "| MPA / window flops |"
     )
-    print("|" + "---|" * 16)
+    print("|" + "---|" * 17)
     for side in sorted(args.sides):
         for method in args.methods:
             r = _lookup(results, method, side)
             if r is None:
                 continue
             label = method + ("" if r.get("ynn", True) else " (no YNN)")
-            ratios = _ratio_cells(results, side) if method == "multipole" else ["–"] * 5
+            ratios = _ratio_cells(results, side) if method == "multipole" else ["–"] * 6
             if _ran(r):
                 cells = [
                     f"{1e3 * r['time_s']:.2f}",
@@ -550,10 +566,11 @@ def check_targets(results: list[dict], exponents: dict, args: argparse.Namespace
         lines.append((False, f"{side}x{side}: multipole vs global not measured ({why})"))
     worst, ratios = None, []
     for s in sorted(args.sides):
-        ratio = _paired_ratio(_lookup(results, "multipole", s))
+        mpa = _lookup(results, "multipole", s)
+        ratio = _paired_ratio(mpa)
         if ratio is not None:
             worst = ratio if worst is None else max(worst, ratio)
-            ratios.append(f"{s}: {ratio:.2f}x")
+            ratios.append(f"{s}: {ratio:.2f}x (flops {_fmt(_flop_ratio(mpa), '.2f', 'x')})")
     lines.append(
         (
             worst is not None and worst <= WINDOW_TARGET,
