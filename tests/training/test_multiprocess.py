@@ -188,14 +188,22 @@ def test_malformed_launch_variables_are_named(monkeypatch, env, message):
         training.initialize_distributed()
 
 
-def test_the_launcher_stops_every_process_when_one_fails_or_time_runs_out():
+def test_the_launcher_stops_every_process_when_one_fails_or_time_runs_out(tmp_path):
+    # Process 1 fails only once every process has printed (each leaves a mark in
+    # tmp_path), so the output checked below does not depend on start-up order.
     program = (
-        "import os, sys, time\n"
-        "print('process', os.environ['JAX_PROCESS_ID'], 'of', os.environ['JAX_NUM_PROCESSES'])\n"
-        "sys.exit(3) if os.environ['JAX_PROCESS_ID'] == '1' else time.sleep(120)\n"
+        "import os, pathlib, sys, time\n"
+        "rank = os.environ['JAX_PROCESS_ID']\n"
+        "print('process', rank, 'of', os.environ['JAX_NUM_PROCESSES'], flush=True)\n"
+        "marks = pathlib.Path(sys.argv[1])\n"
+        "(marks / rank).touch()\n"
+        "deadline = time.monotonic() + 20\n"
+        "while rank == '1' and len(list(marks.iterdir())) < 3 and time.monotonic() < deadline:\n"
+        "    time.sleep(0.05)\n"
+        "sys.exit(3) if rank == '1' else time.sleep(120)\n"
     )
     start = time.monotonic()
-    failed = multiprocess.run_local([sys.executable, "-c", program], processes=3)
+    failed = multiprocess.run_local([sys.executable, "-c", program, str(tmp_path)], processes=3)
     assert failed.returncode == 3
     assert "[1] process 1 of 3" in failed.stdout and "[2] process 2 of 3" in failed.stdout
     assert "process 1 exited with status 3; stopping the others" in failed.stderr
