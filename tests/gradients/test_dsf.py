@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fast_compile import jit as fast_jit
 
 from gradients import (
     CELLS,
@@ -28,7 +27,7 @@ from gradients import (
 )
 from gradients.language_model import RNNLanguageModel
 
-_jit = fast_jit
+_jit = jax.jit
 
 T, BATCH, HIDDEN, INPUTS = 4, 2, 4, 3
 KEY = jax.random.key(3)

@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from fast_compile import jit as fast_jit
 
 from gradients import (
     blocks,
@@ -29,7 +28,7 @@ from gradients import (
     residual_stack_reference,
 )
 
-_jit = fast_jit
+_jit = jax.jit
 
 
 @dataclasses.dataclass(frozen=True)

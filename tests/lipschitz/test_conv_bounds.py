@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conv_references import circular_norm, explicit_matrix, oihw_of, zero_norm
-from fast_compile import jit as fast_jit
 from threadpoolctl import threadpool_limits
 
 import lipschitz
@@ -45,7 +44,7 @@ def _kernel(seed, c_out, c_in, k, dtype=np.float64):
     return jnp.asarray(rng.normal(size=(k, k, c_in, c_out)) / k, dtype)
 
 
-@functools.partial(fast_jit, static_argnames=("n",))
+@functools.partial(jax.jit, static_argnames=("n",))
 def _convolutions(x, kernel, n):
     """``conv2d`` and references: ``nn.Conv(padding="SAME")`` with the same HWIO kernel, an
     OIHW ``conv2d``, a "VALID" ``nn.Conv`` of the wrapped input, the explicit matrices."""
@@ -99,7 +98,7 @@ def _bounds(kernel, n):
     )
 
 
-_all_bounds = fast_jit(_bounds, static_argnames=("n",))
+_all_bounds = jax.jit(_bounds, static_argnames=("n",))
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -122,7 +121,7 @@ def test_every_bound_is_above_the_exact_norm(shape):
         np.testing.assert_allclose(bounds32, bounds, rtol=1e-5)
 
 
-@functools.partial(fast_jit, static_argnames=("n",))
+@functools.partial(jax.jit, static_argnames=("n",))
 def _circular_series(kernel, n):
     """The circular Gram bound at T = 1, 2, 4 and at the default T, and the bounds valid
     for every size (``_all_bounds``)."""
@@ -145,7 +144,7 @@ def test_circular_gram_converges_to_exact_in_float64():
             assert np.all(np.asarray(independent) >= float(exact) * (1 - 1e-12)), independent
 
 
-@functools.partial(fast_jit, static_argnames=("iters", "fourier"))
+@functools.partial(jax.jit, static_argnames=("iters", "fourier"))
 def _spatial(kernel, iters, fourier):
     g, r = _spatial_gram_iterate(to_oihw(kernel, "HWIO"), iters, fourier=fourier)
     return g, r, lipschitz.spatial_gram_row_bounds(kernel, iters, fourier=fourier)
@@ -165,7 +164,7 @@ def test_spatial_fourier_path_equals_direct_self_correlation():
             np.testing.assert_allclose(t_fast, t_ref, rtol=1e-10)
 
 
-@functools.partial(fast_jit, static_argnames=("n",))
+@functools.partial(jax.jit, static_argnames=("n",))
 def _gram_symbols_both_ways(kernel, n):
     fast = _circular_gram_symbols(kernel, n)
     symbols = _circular_symbols(kernel, n)
@@ -190,7 +189,7 @@ def test_gram_symbols_from_the_self_correlation_match_the_fft_symbols():
             np.testing.assert_allclose(fast, np.conj(np.swapaxes(fast, -1, -2)), atol=1e-12)
 
 
-@functools.partial(fast_jit, static_argnames=("n", "prune"))
+@functools.partial(jax.jit, static_argnames=("n", "prune"))
 def _value_and_grad(kernel, n, prune):
     return jax.value_and_grad(lambda w: lipschitz.circular_gram_bound(w, n, 4, prune=prune))(kernel)
 

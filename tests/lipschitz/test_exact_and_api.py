@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conv_references import circular_norm, oihw_of, zero_norm
-from fast_compile import jit as fast_jit
 from threadpoolctl import threadpool_limits
 
 import lipschitz
@@ -135,7 +134,7 @@ def hwio_kernel():
     return jnp.asarray(np.random.default_rng(4).normal(size=(3, 3, 2, 4)), jnp.float32)
 
 
-@fast_jit
+@jax.jit
 def _every_function_in_both_layouts(hwio):
     return {name: _both_layouts(fn, hwio) for name, fn in LAYOUT_FUNCTIONS.items()}
 
@@ -169,10 +168,10 @@ def test_a_flax_conv_kernel_is_bounded_as_the_flax_layer():
 
     with jax.enable_x64(True):
         conv = nn.Conv(3, (3, 3), padding="SAME", use_bias=False, dtype=jnp.float64)
-        params = fast_jit(conv.init)(jax.random.key(0), jnp.ones((1, 5, 5, 2), jnp.float64))
+        params = jax.jit(conv.init)(jax.random.key(0), jnp.ones((1, 5, 5, 2), jnp.float64))
         kernel = params["params"]["kernel"].astype(jnp.float64)
         basis = np.eye(5 * 5 * 2).reshape(-1, 5, 5, 2)
-        columns = fast_jit(conv.apply)({"params": {"kernel": kernel}}, basis)
+        columns = jax.jit(conv.apply)({"params": {"kernel": kernel}}, basis)
         matrix = np.asarray(columns).reshape(50, -1).T
         exact = np.linalg.norm(matrix, 2)
         np.testing.assert_allclose(lipschitz.exact_spectral_norm(kernel, "zero", 5), exact)

@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fast_compile import jit as fast_jit
 from threadpoolctl import threadpool_limits
 
 from lipschitz.exact import dense_exact, schatten_norm
@@ -26,7 +25,7 @@ def _matrix(rng, shape, complex_=False):
     return w
 
 
-@fast_jit
+@jax.jit
 def _gram_vs_schatten(w):
     """Gram bounds at T = 1..5 and the Schatten 2^(T+1)-norms from the SVD."""
     gram = jnp.stack([gram_iteration(w, t) for t in range(1, 6)])
@@ -42,7 +41,7 @@ def test_gram_iteration_is_the_schatten_norm(shape, complex_):
         np.testing.assert_allclose(gram, schatten, rtol=1e-10)
 
 
-@fast_jit
+@jax.jit
 def _dense_series(w):
     """Gram bounds at T = 1, 2, 4, 8 and the default T; the exact norm."""
     bounds = [gram_iteration(w, t) for t in (1, 2, 4, 8)] + [gram_iteration(w)]

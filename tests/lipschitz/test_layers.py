@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fast_compile import jit as fast_jit
 from threadpoolctl import threadpool_limits
 
 import lipschitz
@@ -32,13 +31,13 @@ def _one_blas_thread():
 TS = (1, 2, 3, 6)
 
 
-@fast_jit
+@jax.jit
 def _dense_norms(w):
     """Exact norms of the SR dense layer for each T: ``[len(TS)]``."""
     return jnp.stack([dense_exact(spectral_rescale_dense(w, t)) for t in TS])
 
 
-@functools.partial(fast_jit, static_argnames=("n",))
+@functools.partial(jax.jit, static_argnames=("n",))
 def _conv_norms(kernel, n):
     """Exact norms of the SR conv for each T: zero padding at n (explicit matrix) and
     circular at n and 2n (FFT + SVD); ``[len(TS), 3]``."""
@@ -75,7 +74,7 @@ def _adjoint(hwio):
     return jnp.flip(jnp.swapaxes(hwio, 2, 3), axis=(0, 1))
 
 
-@fast_jit
+@jax.jit
 def _sr_and_aol(w, kernel):
     """SR at T = 1 and AOL of the adjoint, transposed back, for a dense matrix and a kernel;
     and the norms of AOL itself (input side)."""
@@ -102,7 +101,7 @@ def test_max_min_and_space_to_depth():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, 4, 4, 6)).astype(np.float32)
     y = rng.normal(size=(2, 4, 4, 6)).astype(np.float32)
-    mm_x, mm_y, s = fast_jit(
+    mm_x, mm_y, s = jax.jit(
         lambda x, y: (lipschitz.max_min(x), lipschitz.max_min(y), lipschitz.space_to_depth(x))
     )(x, y)
     mm_x, mm_y, s = np.asarray(mm_x), np.asarray(mm_y), np.asarray(s)
@@ -124,10 +123,10 @@ def test_layers_are_one_lipschitz_and_reject_bad_settings():
     key = jax.random.key(0)
     x = jax.random.normal(key, (1, 6, 6, 3))
     conv = lipschitz.SRConv(4, kernel_size=3, iters=2)
-    params = fast_jit(conv.init)(key, x)
+    params = jax.jit(conv.init)(key, x)
     assert params["params"]["kernel"].shape == (3, 3, 3, 4)  # HWIO, as nn.Conv
     w = spectral_rescale_conv(params["params"]["kernel"], 2)
-    y = fast_jit(conv.apply)(params, x)
+    y = jax.jit(conv.apply)(params, x)
     np.testing.assert_allclose(y, lipschitz.conv2d(x, w), rtol=1e-5, atol=1e-6)
     assert float(dense_exact(conv_matrix(w, 6, "zero"))) <= 1 + 1e-5
     with pytest.raises(ValueError, match="iters must be an int >= 1"):
@@ -143,12 +142,10 @@ def test_penalty_drives_layers_under_one():
         jnp.asarray(rng.normal(size=(4, 6)), jnp.float32),
     ]
     penalty_fn = functools.partial(lipschitz.lipschitz_penalty, padding="zero", iters=3)
-    penalty = fast_jit(penalty_fn)
+    penalty = jax.jit(penalty_fn)
     # Both layers start well above 1 (their exact norms), so the penalty is positive.
     assert float(dense_exact(weights[1])) > 2 and float(penalty(weights)) > 1
-    step = fast_jit(
-        lambda ws: jax.tree.map(lambda w, g: w - 0.05 * g, ws, jax.grad(penalty_fn)(ws))
-    )
+    step = jax.jit(lambda ws: jax.tree.map(lambda w, g: w - 0.05 * g, ws, jax.grad(penalty_fn)(ws)))
     for _ in range(200):
         weights = step(weights)
     assert float(penalty(weights)) < 1e-2

@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fast_compile import jit as fast_jit
 from threadpoolctl import threadpool_limits
 
 import lipschitz
@@ -67,7 +66,7 @@ KERNEL = {
 }
 
 
-@fast_jit
+@jax.jit
 def _everything(dense, kernel):
     """Every function of ``DENSE`` and ``KERNEL`` and the penalty, in one compiled program."""
     out = {name: fn(dense) for name, fn in DENSE.items()}
@@ -118,7 +117,7 @@ def layers():
         "SRConv": (lipschitz.SRConv(4, kernel_size=3), jnp.ones((1, 4, 4, 2))),
     }
     return {
-        name: (module, x, fast_jit(module.init)(jax.random.key(1), x), fast_jit(module.apply))
+        name: (module, x, jax.jit(module.init)(jax.random.key(1), x), jax.jit(module.apply))
         for name, (module, x) in modules.items()
     }
 
@@ -146,7 +145,7 @@ def test_layers_with_non_finite_weights(layers, name, bad):
 def test_nan_logits_are_never_certified():
     logits = np.asarray([[2.0, 0.0], [np.nan, 0.0], [0.0, np.nan]], np.float32)
     labels = np.asarray([0, 0, 1])
-    radii, accuracy = fast_jit(
+    radii, accuracy = jax.jit(
         lambda z, y: (
             lipschitz.certified_radii(z, y),
             lipschitz.certified_accuracy(z, y, jnp.asarray([0.0, 1.0, 2.0])),

@@ -23,7 +23,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fast_compile import jit as fast_jit
 from scipy.special import erf
 
 from mano_jax import convert, from_torch_mano
@@ -240,7 +239,7 @@ def _converted(name):
     xs = [rng.standard_normal((2, n, n, c)).astype(np.float32)]
     if name == "conv-k2-s1-r4":
         xs.append(rng.standard_normal((1, 2 * n, 2 * n, c)).astype(np.float32))
-    outs = fast_jit(lambda params, xs: [model.apply(params, x) for x in xs])(params, xs)
+    outs = jax.jit(lambda params, xs: [model.apply(params, x) for x in xs])(params, xs)
     return sd, kw, xs, outs
 
 
@@ -425,7 +424,7 @@ def test_single_norm_keeps_the_parameters_and_outputs():
 
     modules = (default, single, double)
 
-    @fast_jit
+    @jax.jit
     def run(x):
         params = [m.init(jax.random.key(0), x) for m in modules]
         return params, [m.apply(p, x) for m, p in zip(modules, params, strict=True)]

@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fast_compile import jit as fast_jit
 from jax.test_util import check_grads
 
 from mano_jax.fno import (
@@ -18,7 +17,7 @@ from mano_jax.fno import (
     spectral_conv2d_reference,
 )
 
-_jit = fast_jit
+_jit = jax.jit
 
 _conv = _jit(spectral_conv2d, static_argnums=(2, 3))
 

@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from fast_compile import jit as fast_jit
 
 from mano_jax.models import (
     CLASSIFIER_PRESETS,
@@ -24,7 +23,7 @@ from mano_jax.models import (
     OperatorConfig,
 )
 
-_jit = fast_jit
+_jit = jax.jit
 
 
 @functools.cache

@@ -10,7 +10,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fast_compile import jit as fast_jit
 
 from mano_jax.attention import windowed_attention, windowed_attention_reference
 from mano_jax.layers import GlobalAttention, MultipoleAttention, MultipoleBlock, WindowAttention
@@ -23,7 +22,7 @@ from mano_jax.multipole import (
 from mano_jax.segment_attention import attention_core, attention_core_reference
 from mano_jax.windows import coverage, extract_windows, fold_windows
 
-_jit = fast_jit
+_jit = jax.jit
 
 
 def _normal(shape, seed=0):

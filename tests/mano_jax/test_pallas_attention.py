@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 
@@ -21,20 +20,6 @@ from mano_jax.pallas_attention import MAX_KERNEL_TOKENS, TILE_BUDGET, window_att
 from mano_jax.segment_attention import attention_core, attention_core_reference
 
 TRITON_CALL = "__gpu$xla.gpu.triton"
-
-
-def _fast_compile_options() -> dict:
-    """Test programs are tiny: compiling them dominates, so skip XLA's CPU optimisations
-    (LLVM's and the fusion emitters', where this jaxlib has the switch)."""
-    options = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
-    try:
-        jax.jit(jnp.sin, compiler_options=options).lower(1.0).compile()
-    except Exception:  # an older or newer XLA without the switch
-        return {"xla_backend_optimization_level": 0}
-    return options
-
-
-_jit = functools.partial(jax.jit, compiler_options=_fast_compile_options())
 
 
 def swin_segments(groups: int, kh: int, kw: int, rng: np.random.Generator) -> jax.Array:
@@ -65,7 +50,7 @@ def qkv(shape, dtype, rng):
     return tuple(normal(rng, shape, dtype) for _ in range(3))
 
 
-@_jit
+@jax.jit
 def reference_and_grads(q, k, v, segments, cotangent):
     out, pullback = jax.vjp(lambda q, k, v: attention_core(q, k, v, segments), q, k, v)
     return out, pullback(cotangent)
@@ -74,7 +59,7 @@ def reference_and_grads(q, k, v, segments, cotangent):
 def pallas_and_grads(block_groups=None):
     """``(out, grads with the Pallas backward, grads with the XLA backward)``."""
 
-    @_jit
+    @jax.jit
     def run(q, k, v, segments, cotangent):
         def f(backward):
             return lambda q, k, v: window_attention_pallas(
@@ -263,7 +248,7 @@ def test_every_tile_gives_the_reference(tokens, qk_dim):
     segments = swin_segments(groups, 2, tokens // 2, rng)
     tiles = (1, 2, 4, 8)
 
-    @_jit
+    @jax.jit
     def every_tile(q, k, v, segments):
         return [window_attention_pallas(q, k, v, segments, block_groups=t) for t in tiles]
 
@@ -383,7 +368,7 @@ def test_layers_pallas_matches_xla(make, shape):
     # Random values for every parameter (LayerNorm included), without compiling an init.
     shapes = jax.eval_shape(make("xla").init, jax.random.key(0), x)
     params = jax.tree.map(lambda p: 0.3 * normal(rng, p.shape), shapes)
-    run = _jit(_forward_and_grads, static_argnums=0)
+    run = jax.jit(_forward_and_grads, static_argnums=0)
     out, (d_params, d_x) = run(make("pallas"), params, x, cotangent)
     ref, (ref_params, ref_x) = run(make("xla"), params, x, cotangent)
 

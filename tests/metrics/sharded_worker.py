@@ -5,16 +5,13 @@ default device) and with a 1-D mesh over all devices (of all processes), and wri
 both to ``OUT/process_<i>.npz``: run by ``test_sharded.py`` in one process with 8
 simulated devices and as 2 processes x 2 devices through ``training.launch``
 (``training.initialize_distributed()`` joins them). ``--quick`` runs the first case,
-strict only. The programs are tiny: XLA's CPU fusion emitters are switched off to
-compile them faster (as ``tests/support/fast_compile.py`` does), the same for both.
+strict only.
 """
 
 import os
 import sys
 import warnings
 from pathlib import Path
-
-os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_use_fusion_emitters=false"
 
 if "JAX_COORDINATOR_ADDRESS" in os.environ:  # started as one of several processes
     import training  # its stack takes seconds to import: only to join the run

@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fast_compile import jit as fast_jit
 
 from metrics.embeddings import minilm_available
 from metrics.minilm import BertConfig, SentenceBert
@@ -31,7 +30,7 @@ def test_padding_does_not_change_an_embedding():
         max_position_embeddings=16,
     )
     model = SentenceBert(config)
-    apply = fast_jit(model.apply)
+    apply = jax.jit(model.apply)
     rng = np.random.default_rng(0)
     lengths = [3, 7]
     ids = np.zeros((2, 12), np.int32)
@@ -40,7 +39,7 @@ def test_padding_does_not_change_an_embedding():
         ids[row, :length] = rng.integers(1, 50, size=length)
         mask[row, :length] = True
     ids[~mask] = rng.integers(1, 50, size=int((~mask).sum()))  # padding content must not leak
-    params = fast_jit(model.init)(jax.random.key(0), ids, mask)
+    params = jax.jit(model.init)(jax.random.key(0), ids, mask)
     together = apply(params, ids, mask)
     np.testing.assert_allclose(jnp.linalg.norm(together, axis=1), 1, rtol=1e-5)
     # The first sequence alone, unpadded: the same embedding (one more compilation).

@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fast_compile import jit as fast_jit
 from prdc import compute_prdc
 from prdc.prdc import compute_nearest_neighbour_distances, compute_pairwise_distance
 from scipy.spatial.distance import cdist
@@ -189,7 +188,7 @@ def test_kth_neighbour_radii_against_a_sort():
     x = np.random.default_rng(6).normal(size=(50, 3)).astype(np.float32)
     exact = np.sort(np.linalg.norm(x[:, None] - x[None], axis=-1), axis=1)
     for k in (1, 49):
-        radii = fast_jit(lambda p, k=k: kth_neighbour_radii(Blocks.of(p, 16), k))(x)
+        radii = jax.jit(lambda p, k=k: kth_neighbour_radii(Blocks.of(p, 16), k))(x)
         np.testing.assert_allclose(radii, exact[:, k], rtol=1e-5, atol=1e-6)
 
 
@@ -255,7 +254,7 @@ def test_published_gaussian_check():
     assert result.coverage == pytest.approx(0.974, abs=0.018)
 
 
-@fast_jit
+@jax.jit
 def _jitted_metrics(a, b):
     """``support_metrics`` inside ``jax.jit`` (no duplicate ids)."""
     return metrics.support_metrics(a, b, k=3, block_size=64)

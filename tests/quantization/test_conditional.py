@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fast_compile import jit
+from jax import jit
 
 from quantization import ConditionalQuantizer, head_wins, wta_loss
 

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fast_compile import jit
+from jax import jit
 from scipy.stats import multivariate_normal
 
 from quantization import LAWS, MixtureDensityNetwork, kmeans_quantizer, mixture_nll

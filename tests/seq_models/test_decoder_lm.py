@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fast_compile import jit
+from jax import jit
 
 from seq_models.decoder_lm import DecoderLM, DecoderLMConfig, prefill, step_fn
 from seq_models.generation import greedy_search
