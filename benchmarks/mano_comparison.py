@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -78,9 +79,12 @@ def main() -> None:
 
 
 def _cell(values: list[float]) -> str:
+    """Three significant digits (relative MSE is about 1e-3), the spread to the same place."""
+    mean = statistics.mean(values)
+    places = max(0, 2 - math.floor(math.log10(abs(mean)))) if mean else 4
     if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+        return f"{mean:.{places}f}"
+    return f"{mean:.{places}f} ± {statistics.stdev(values):.{places}f}"
 
 
 def table(
