@@ -130,7 +130,7 @@ class LOCOSTJobConfig:
         )
         key = jax.random.key(self.seed)
         sample = jnp.zeros((1, 8), jnp.int32)
-        params = init_variables(model, key, sample, sample > 0, sample)["params"]
+        params = runs.init_variables(model, key, sample, sample > 0, sample)["params"]
         state = training.TrainState.create(params, optimizer, jax.random.fold_in(key, 1))
         if self.init_from is not None:
             state = training.TrainState.create(
@@ -170,14 +170,6 @@ class LOCOSTJobConfig:
                 )
             )
         return harness.Report(fields=fields, title=f"LOCOST {self.preset}: {self.stage}")
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def init_variables(model: Any, key: jax.Array, *inputs: jax.Array) -> Any:
-    """``model.init(key, *inputs)``, compiled once per model configuration and input shapes
-    (Flax modules compare by their fields): the stages of a pipeline, and a run restored
-    for evaluation, initialise the same model without compiling its initialisation again."""
-    return model.init(key, *inputs)
 
 
 def inverse_sqrt_schedule(learning_rate: float, constant_steps: int) -> optax.Schedule:

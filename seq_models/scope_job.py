@@ -55,7 +55,7 @@ from seq_models.faithfulness import parent_scores, value_scores
 from seq_models.generation import greedy_search, noisy_sample
 from seq_models.locost import LOCOST, locost_config, ssm_parameter_mask
 from seq_models.locost import step_fn as locost_step
-from seq_models.locost_job import init_variables, token_loss
+from seq_models.locost_job import token_loss
 from seq_models.preference import dpo_loss, sequence_logps
 from seq_models.rouge import rouge
 from seq_models.tokenizer import Tokenizer, fit_to_length, train_tokenizer
@@ -329,9 +329,9 @@ class ScopeConfig:
         prompt = jnp.zeros((1, self.prompt_length), jnp.int32)
         if isinstance(model, LOCOST):
             targets = jnp.zeros((1, self.target_length), jnp.int32)
-            params = init_variables(model, key, prompt, prompt >= 0, targets)["params"]
+            params = runs.init_variables(model, key, prompt, prompt >= 0, targets)["params"]
         else:
-            params = init_variables(model, key, prompt)["params"]
+            params = runs.init_variables(model, key, prompt)["params"]
         return training.TrainState.create(params, optimizer, jax.random.fold_in(key, 1))
 
     # -- the harness interface

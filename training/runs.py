@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -22,6 +23,14 @@ from training.state import TrainState
 CONFIG_FILE = "config.json"
 LOSS_CURVE_FILE = "loss_curve.png"
 RESULTS_FILE = "results.json"
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def init_variables(model: Any, key: jax.Array, *inputs: jax.Array) -> Any:
+    """``model.init(key, *inputs)``, compiled once per model configuration and input shapes
+    (Flax modules compare by their fields): the stages of a pipeline, and a run restored
+    for evaluation, initialise the same model without compiling its initialisation again."""
+    return model.init(key, *inputs)
 
 
 def init_state(
@@ -49,7 +58,7 @@ def init_state(
         config.num_steps,
     )
     key = jax.random.key(config.seed)
-    params = jax.jit(model.init)(key, sample)
+    params = init_variables(model, key, sample)
     return transform, TrainState.create(params, transform, jax.random.fold_in(key, 1))
 
 

@@ -17,7 +17,8 @@ from seq_models.locost import (
     ssm_parameter_mask,
     step_fn,
 )
-from seq_models.locost_job import init_variables, inverse_sqrt_schedule, sequence_loss
+from seq_models.locost_job import inverse_sqrt_schedule, sequence_loss
+from training.runs import init_variables
 
 CONFIG = locost_config("tiny", vocab_size=50, dropout=0.0)
 L_IN, L_OUT, BATCH = 24, 8, 2
